@@ -1,0 +1,41 @@
+# The two commands of the README: `make demo` and `make test`. Each does its own set-up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: demo test venv tools lint typecheck unit bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+tools:
+	scripts/setup-tools.sh
+
+## demo: a local broker, a real Celery worker, the exporter and the adapter, and a live view (Ctrl-C stops).
+demo: venv
+	$(PY) -m lensing_metrics.demo $(DEMO_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check exporter adapter lensing_metrics tests benchmarks scripts
+	$(VENV)/bin/ruff format --check exporter adapter lensing_metrics tests benchmarks
+	$(VENV)/bin/mypy
+
+## test: environment, tools, lint, types, and the whole suite (CI=true turns a skip into a failure).
+test: venv tools lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: venv tools
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The Kubernetes external (and custom) metrics API server."""

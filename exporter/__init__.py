@@ -1,0 +1,1 @@
+"""The Prometheus exporter: queue depth from the broker, Celery events, GPU utilization."""

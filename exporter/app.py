@@ -1,0 +1,68 @@
+"""Wires the sources, the registry and the HTTP server together, and runs until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+
+from aiohttp import web
+from prometheus_client.registry import CollectorRegistry
+
+from exporter.http import build_app
+from exporter.sources import Source
+
+log = logging.getLogger(__name__)
+
+
+class Exporter:
+    def __init__(self, sources: Sequence[Source]) -> None:
+        self.sources = list(sources)
+        self.registry = CollectorRegistry(auto_describe=False)
+        for source in self.sources:
+            for collector in source.collectors():
+                self.registry.register(collector)
+
+    def readiness(self) -> list[tuple[str, bool, str]]:
+        checks = []
+        for source in self.sources:
+            verdict = source.readiness()
+            if verdict is not None:
+                checks.append((source.name, verdict[0], verdict[1]))
+        return checks
+
+    def start_sources(self) -> None:
+        for source in self.sources:
+            source.start()
+
+    def stop_sources(self) -> None:
+        for source in reversed(self.sources):
+            try:
+                source.stop()
+            except Exception:
+                log.exception("stopping %s failed", source.name)
+
+    async def serve(self, host: str, port: int, stop: asyncio.Event | None = None) -> None:
+        """Serve until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None)."""
+        stop = stop or _stop_on_signals()
+        runner = web.AppRunner(build_app(self.registry, self.readiness), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self.start_sources()
+        log.info("exporter listening on http://%s:%d/metrics", host, port)
+        try:
+            await stop.wait()
+        finally:
+            log.info("exporter stopping")
+            await runner.cleanup()
+            await asyncio.to_thread(self.stop_sources)
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

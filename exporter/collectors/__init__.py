@@ -1,0 +1,1 @@
+"""Prometheus collectors: each yields metric families from a snapshot at scrape time."""

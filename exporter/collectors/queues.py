@@ -1,0 +1,79 @@
+"""``celery_queue_*`` and ``celery_broker_*`` from the poller's last read."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter.poller import BrokerPoller
+
+
+class QueueCollector(Collector):
+    """Queue series exist only while the last read succeeded: a broker that cannot be read
+    shows ``celery_broker_up 0`` and no queue numbers at all, never zeros."""
+
+    def __init__(self, poller: BrokerPoller) -> None:
+        self.poller = poller
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.poller.state
+        transport = self.poller.reader.transport
+        up = GaugeMetricFamily(
+            "celery_broker_up", "1 when the last read of the broker succeeded, else 0.", labels=["transport"]
+        )
+        up.add_metric([transport], 1.0 if state.up else 0.0)
+        yield up
+
+        errors = CounterMetricFamily("celery_broker_read_errors", "Failed broker reads, by reason.", labels=["reason"])
+        for reason, count in sorted(self.poller.errors.items()):
+            errors.add_metric([reason], count)
+        yield errors
+
+        reads = CounterMetricFamily("celery_broker_reads", "Successful broker reads.")
+        reads.add_metric([], self.poller.reads_total)
+        yield reads
+
+        snapshot = state.snapshot
+        if snapshot is not None:
+            last = GaugeMetricFamily(
+                "celery_broker_last_success_timestamp_seconds",
+                "Unix time of the last successful broker read.",
+            )
+            last.add_metric([], snapshot.read_at)
+            yield last
+            age = GaugeMetricFamily("celery_broker_read_age_seconds", "Seconds since the last successful broker read.")
+            age.add_metric([], max(time.time() - snapshot.read_at, 0.0))
+            yield age
+            duration = GaugeMetricFamily(
+                "celery_broker_read_duration_seconds", "How long the last successful broker read took."
+            )
+            duration.add_metric([], snapshot.duration)
+            yield duration
+
+        if not state.up or snapshot is None:
+            return
+        length = GaugeMetricFamily(
+            "celery_queue_length",
+            "Messages waiting in the broker, every priority level summed.",
+            labels=["queue"],
+        )
+        inflight = GaugeMetricFamily(
+            "celery_queue_inflight",
+            "Messages delivered to a worker and not yet acknowledged.",
+            labels=["queue"],
+        )
+        delayed = GaugeMetricFamily(
+            "celery_queue_delayed", "Messages delayed by the broker (SQS delay).", labels=["queue"]
+        )
+        for queue, depth in sorted(snapshot.queues.items()):
+            length.add_metric([queue], depth.waiting)
+            if depth.inflight is not None:
+                inflight.add_metric([queue], depth.inflight)
+            if depth.delayed is not None:
+                delayed.add_metric([queue], depth.delayed)
+        yield length
+        yield inflight
+        yield delayed

