@@ -42,4 +42,10 @@ if command -v rabbitmq-server >/dev/null 2>&1 && ! (exec 3<>/dev/tcp/127.0.0.1/5
   rabbitmq-server -detached
   for _ in $(seq 1 60); do (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && break; sleep 1; done
 fi
+# The management API is how the exporter discovers RabbitMQ queues and reads their unacknowledged counts.
+if command -v rabbitmq-plugins >/dev/null 2>&1 && ! (exec 3<>/dev/tcp/127.0.0.1/15672) 2>/dev/null; then
+  log "enabling rabbitmq_management"
+  rabbitmq-plugins enable rabbitmq_management >/dev/null
+  for _ in $(seq 1 30); do (exec 3<>/dev/tcp/127.0.0.1/15672) 2>/dev/null && break; sleep 1; done
+fi
 log "tools ready: $("$TOOLS/bin/helm" version --short 2>/dev/null), kubectl $("$TOOLS/bin/kubectl" version --client 2>/dev/null | head -1 | awk '{print $3}'), $(promtool --version 2>&1 | head -1)"
