@@ -86,9 +86,7 @@ def test_runbook_has_no_entries_for_alerts_that_do_not_exist() -> None:
 
 def test_thresholds_are_recorded_not_written_into_alerts() -> None:
     """Every threshold an alert compares against by name is recorded in the thresholds group."""
-    recorded = {
-        rule["labels"]["threshold"] for _, rule in rules() if rule.get("record") == "lensing:alert_threshold"
-    }
+    recorded = {rule["labels"]["threshold"] for _, rule in rules() if rule.get("record") == "lensing:alert_threshold"}
     used = {m for _, rule in rules() for m in re.findall(r'threshold="(\w+)"', rule["expr"]) if "alert" in rule}
     assert used == recorded
     assert "## Thresholds" in RUNBOOK.read_text()

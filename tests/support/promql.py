@@ -134,3 +134,9 @@ def unknown_metrics(expr: promql_parser.Expr, recorded: set[str]) -> set[str]:
 
 def all_queries() -> list[Query]:
     return [q for path in DASHBOARDS for q in dashboard_queries(path)] + list(rule_queries())
+
+
+def interpolate(expr: str, values: dict[str, str], rate_interval: str, range_: str) -> str:
+    """Grafana's interpolation of a query for one choice of variables (a multi-value `All` is `.*`)."""
+    expr = expr.replace("$__rate_interval", rate_interval).replace("$__range", range_)
+    return _VARIABLE.sub(lambda m: values[m.group(1)], expr)
