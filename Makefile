@@ -23,8 +23,8 @@ demo: venv
 	$(PY) -m lensing_metrics.demo $(DEMO_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check exporter adapter lensing_metrics tests benchmarks scripts
-	$(VENV)/bin/ruff format --check exporter adapter lensing_metrics tests benchmarks
+	$(VENV)/bin/ruff check exporter adapter lensing_metrics tests benchmarks scripts dashboards
+	$(VENV)/bin/ruff format --check exporter adapter lensing_metrics tests benchmarks dashboards
 	$(VENV)/bin/mypy
 
 ## test: environment, tools, lint, types, and the whole suite (CI=true turns a skip into a failure).

@@ -11,14 +11,13 @@ from __future__ import annotations
 import pytest
 from celery import Celery
 
-from lensing_metrics.catalog import BROKER, CATALOG, OUTSIDE_SOURCES
 from tests.support.promql import (
     DASHBOARDS,
     RULE_FILES,
     dashboard_queries,
-    family_of,
     interpolate,
     metric_names,
+    missing_source,
     rules,
 )
 from tests.support.promstack import NAMESPACE, monitoring_stack
@@ -33,26 +32,7 @@ VARIABLES = {
     "hpa_target": "10",
     "gpu_price": "0.158",
 }
-# Broker metrics that exist but have no series in this run: no broker read fails.
-NO_SERIES_HERE = {"celery_broker_read_errors_total": "no broker read fails in this test"}
 RUNBOOK = "https://github.com/lensing/lensing-metrics/blob/main/docs/runbook.md#lensingceleryqueuenoworkers"
-
-
-def source_of(name: str) -> str:
-    family = family_of(name)
-    if family is not None:
-        return CATALOG[family].component
-    return OUTSIDE_SOURCES.get(name, "a recording rule over sources")
-
-
-def missing_source(promql_names: set[str]) -> str | None:
-    """Why a query cannot return data here, or None when it must."""
-    for name in sorted(promql_names):
-        if name in NO_SERIES_HERE:
-            return NO_SERIES_HERE[name]
-        if family_of(name) not in BROKER:
-            return f"{name} comes from {source_of(name)}, not running here"
-    return None
 
 
 def test_dashboards_and_alerts_against_real_prometheus_and_alertmanager(redis_url: str, celery_worker) -> None:  # type: ignore[no-untyped-def]

@@ -140,3 +140,31 @@ def interpolate(expr: str, values: dict[str, str], rate_interval: str, range_: s
     """Grafana's interpolation of a query for one choice of variables (a multi-value `All` is `.*`)."""
     expr = expr.replace("$__rate_interval", rate_interval).replace("$__range", range_)
     return _VARIABLE.sub(lambda m: values[m.group(1)], expr)
+
+
+# Broker metrics that exist but have no series while nothing fails.
+NO_SERIES_WITHOUT_FAULTS = {"celery_broker_read_errors_total": "no broker read failed"}
+
+
+def source_of(name: str) -> str:
+    family = family_of(name)
+    if family is not None:
+        return CATALOG[family].component
+    if name in OUTSIDE_SOURCES:
+        return OUTSIDE_SOURCES[name]
+    for _, rule in rules():
+        if rule.get("record") == name:
+            return f"{' and '.join(sorted({source_of(n) for n in metric_names(promql_parser.parse(rule['expr']))}))}"
+    return "nothing known"
+
+
+def missing_source(names: set[str], running: frozenset[str] = frozenset({"exporter-broker"})) -> str | None:
+    """Why a query over ``names`` cannot return data when only the ``running`` catalogue components run
+    (and nothing fails), or None when it must."""
+    for name in sorted(names):
+        if name in NO_SERIES_WITHOUT_FAULTS:
+            return NO_SERIES_WITHOUT_FAULTS[name]
+        family = family_of(name)
+        if family is None or CATALOG[family].component not in running:
+            return f"{name} comes from {source_of(name)}, not running here"
+    return None
