@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
@@ -14,7 +13,7 @@ import yaml
 from dashboards import build
 from tests.support.promql import REPO, RULE_FILES, rules
 
-TESTS = sorted(Path(__file__).parent.glob("*.test.yaml"))
+TESTS = sorted((REPO / "alerts" / "tests").glob("*.test.yaml"))
 RUNBOOK = REPO / "docs" / "runbook.md"
 RUNBOOK_BASE = "https://github.com/lensing/lensing-metrics/blob/main/docs/runbook.md#"
 GRAFANA_BASE = "https://grafana.example.com/d/"
@@ -38,6 +37,7 @@ def test_promtool_check_rules() -> None:
 @needs_promtool
 def test_promtool_unit_tests_pass() -> None:
     result = promtool("test", "rules", *map(str, TESTS))
+    assert TESTS, "no promtool unit tests under alerts/tests/"
     assert result.returncode == 0, result.stdout + result.stderr
 
 
