@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -17,7 +16,12 @@ from tests.chart.conftest import CHART, NAMESPACE, RELEASE, Renders, helm
 from tests.chart.fake_apiserver import fake_apiserver
 
 SERVICE = f"{RELEASE}-lensing-metrics-adapter"
-DNS_NAMES = {SERVICE, f"{SERVICE}.{NAMESPACE}", f"{SERVICE}.{NAMESPACE}.svc", f"{SERVICE}.{NAMESPACE}.svc.cluster.local"}
+DNS_NAMES = {
+    SERVICE,
+    f"{SERVICE}.{NAMESPACE}",
+    f"{SERVICE}.{NAMESPACE}.svc",
+    f"{SERVICE}.{NAMESPACE}.svc.cluster.local",
+}
 
 
 def b64pem(value: str) -> x509.Certificate:
@@ -34,7 +38,9 @@ def test_generated_certificate_verifies_against_the_ca_bundle(renders: Renders) 
     cert = b64pem(secret["data"]["tls.crt"])
     cert.verify_directly_issued_by(ca)  # raises unless ca signed cert
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
-    sans = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
+    sans = set(
+        cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    )
     assert sans >= DNS_NAMES
     assert api["spec"]["service"]["name"] == SERVICE
     now = datetime.datetime.now(datetime.UTC)
@@ -64,7 +70,9 @@ def test_cert_manager_mode_injects_the_ca(renders: Renders) -> None:
     assert cert["spec"]["issuerRef"]["name"] in issuers
     ca_cert = r.one("Certificate", "-adapter-ca")
     assert ca_cert["spec"]["isCA"] is True and ca_cert["spec"]["issuerRef"]["name"] in issuers
-    volume = next(v for v in r.one("Deployment", "-adapter")["spec"]["template"]["spec"]["volumes"] if v["name"] == "serving-cert")
+    volume = next(
+        v for v in r.one("Deployment", "-adapter")["spec"]["template"]["spec"]["volumes"] if v["name"] == "serving-cert"
+    )
     assert volume["secret"]["secretName"] == cert["spec"]["secretName"]
 
 
@@ -72,7 +80,9 @@ def test_existing_secret_mode_uses_the_given_ca(renders: Renders) -> None:
     r = renders.get("tls-existing-secret")
     assert not [s for s in r.of_kind("Secret") if s["type"] == "kubernetes.io/tls"]
     assert r.one("APIService")["spec"]["caBundle"] == renders.existing_ca_b64
-    volume = next(v for v in r.one("Deployment", "-adapter")["spec"]["template"]["spec"]["volumes"] if v["name"] == "serving-cert")
+    volume = next(
+        v for v in r.one("Deployment", "-adapter")["spec"]["template"]["spec"]["volumes"] if v["name"] == "serving-cert"
+    )
     assert volume["secret"]["secretName"] == "adapter-serving"
 
 
@@ -128,7 +138,11 @@ def test_existing_secret_mode_reads_the_ca_from_the_secret(renders: Renders, tmp
     }
     with fake_apiserver([secret], tmp_path / "kubeconfig") as kubeconfig:
         docs = server_render(
-            kubeconfig, "--set", "adapter.tls.mode=existingSecret", "--set", "adapter.tls.existingSecret=adapter-serving"
+            kubeconfig,
+            "--set",
+            "adapter.tls.mode=existingSecret",
+            "--set",
+            "adapter.tls.existingSecret=adapter-serving",
         )
     api = next(d for d in docs if d["kind"] == "APIService")
     assert api["spec"]["caBundle"] == renders.existing_ca_b64
