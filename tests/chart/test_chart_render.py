@@ -311,3 +311,17 @@ def test_image_digest_wins_over_tag() -> None:
         "--set", "image.repository=registry.local/lensing-metrics", "--set", f"image.digest={digest}",
     ).stdout  # fmt: skip
     assert f"image: registry.local/lensing-metrics@{digest}" in out
+
+
+def test_notes_say_how_to_check_the_apiservice_and_read_a_value() -> None:
+    out = helm(
+        "install", RELEASE, str(CHART), "-n", NAMESPACE, "--dry-run=client", "--set", "workerHPA.enabled=true"
+    ).stdout
+    notes = out[out.index("NOTES:") :]
+    assert "kubectl get apiservice v1beta1.external.metrics.k8s.io" in notes
+    assert (
+        f'kubectl get --raw "/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/celery_queue_length'
+        '?labelSelector=queue%3Dcelery"' in notes
+    )
+    assert "monitoring.force=true" in notes  # no monitoring API here: the notes say what was left out
+    assert f"helm test {RELEASE}" in notes
