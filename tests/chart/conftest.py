@@ -132,6 +132,10 @@ FULL_VALUES = [
     "dashboards.folder=Lensing",
     "--set",
     "gpu.runtimeClassName=nvidia",
+    "--set",
+    "adapter.podAntiAffinity=hard",
+    "--set-json",
+    'adapter.config={"brokers": [{"name": "main", "url": "redis://redis:6379/0"}]}',
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import kubernetes_validate
@@ -164,6 +165,22 @@ def test_adapter_is_highly_available_behind_its_service(renders: Renders) -> Non
     assert api["metadata"]["name"] == "v1beta1.external.metrics.k8s.io"
     assert api["spec"]["service"] == {"name": svc["metadata"]["name"], "namespace": NAMESPACE, "port": 443}
     assert api["spec"]["caBundle"] and "insecureSkipTLSVerify" not in api["spec"]
+
+
+def test_adapter_hard_anti_affinity_and_config_file(renders: Renders) -> None:
+    r = renders.get("full")
+    spec = r.one("Deployment", "-adapter")["spec"]["template"]["spec"]
+    required = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert required[0]["topologyKey"] == "kubernetes.io/hostname"
+    container = spec["containers"][0]
+    assert "--config=/etc/lensing-metrics/adapter.yaml" in container["args"]
+    assert {"name": "config", "mountPath": "/etc/lensing-metrics", "readOnly": True} in container["volumeMounts"]
+    secret = r.one("Secret", "-adapter-config")  # may hold broker credentials: a Secret, not a ConfigMap
+    config = yaml.safe_load(base64.b64decode(secret["data"]["adapter.yaml"]))
+    assert config == {"brokers": [{"name": "main", "url": "redis://redis:6379/0"}]}
+    volume = next(v for v in spec["volumes"] if v["name"] == "config")
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    assert not [d for d in renders.get("default").of_kind("Secret") if d["metadata"]["name"].endswith("-config")]
 
 
 def test_custom_metrics_apiservices_only_when_enabled(renders: Renders) -> None:
