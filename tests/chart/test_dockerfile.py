@@ -85,3 +85,20 @@ def test_no_secrets_or_caches_in_layers() -> None:
     ignored = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
     assert ignored[0] == "*", ".dockerignore starts from nothing and lists what goes in"
     assert not [line for line in ignored if line.startswith("!") and re.search(r"\.env|\.git|secret|\.venv", line)]
+
+
+def test_build_context_carries_every_package_the_project_installs() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    needed = {*packages, project["project"]["readme"], "pyproject.toml"}
+    copied = {
+        src.rstrip("/")
+        for word, rest in instructions()
+        if word == "COPY" and not rest.startswith("--from")
+        for src in rest.split()[:-1]
+    }
+    assert needed <= copied, f"Dockerfile does not COPY {sorted(needed - copied)}"
+    let_in = {line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line[:1] == "!"}
+    assert needed <= let_in, f".dockerignore keeps out {sorted(needed - let_in)}"
