@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
+LINT_PATHS := exporter adapter lensing_metrics tests $(wildcard benchmarks scripts/*.py)
+
 .PHONY: demo test venv tools lint typecheck unit bench clean chart-files
 
 $(VENV)/.installed: pyproject.toml
@@ -23,8 +25,8 @@ demo: venv
 	$(PY) -m lensing_metrics.demo $(DEMO_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check exporter adapter lensing_metrics tests benchmarks scripts
-	$(VENV)/bin/ruff format --check exporter adapter lensing_metrics tests benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy
 
 ## chart-files: copy dashboards/ and the rule files of alerts/ into the chart (its one source of truth).
