@@ -31,10 +31,11 @@ API_UID = "lensing-api-performance"
 WORKERS_UID = "lensing-celery-gpu-workers"
 
 NS = 'namespace="$namespace"'
+WORKER_HPAS = 'horizontalpodautoscaler=~".*(celery|worker).*"'  # as LensingCeleryWorkersAtMaxReplicas selects them
 QUEUE = f'{NS}, queue=~"$queue"'
-# GPU series carry the namespace of the pod the GPU is allocated to; a free GPU has none.
-GPU_NS = 'namespace=~"$namespace|"'
-GPU_POD = f'{GPU_NS}, pod!=""'
+# GPU panels are not filtered by namespace: a GPU series carries the namespace of the pod it is allocated to
+# (or the collector's own while free), which is not the exporter's. GPUs are a cluster resource.
+GPU_POD = 'pod!=""'
 API = 'job="lensing-api"'
 API_5XX = 'job="lensing-api", status=~"5.."'
 FAILED = f'{NS}, state="failed"'
@@ -46,8 +47,12 @@ UP_MAPPINGS = (("0", "DOWN", "red"), ("1", "UP", "green"))
 UP_THRESHOLDS = Threshold("red", ((1, "green"),))
 
 
-def rate(metric: str, selector: str, window: str = "$__rate_interval") -> str:
-    return f"rate({metric}{{{selector}}}[{window}])"
+def sel(metric: str, selector: str = "") -> str:
+    return f"{metric}{{{selector}}}" if selector else metric
+
+
+def rate(metric: str, selector: str = "", window: str = "$__rate_interval") -> str:
+    return f"rate({sel(metric, selector)}[{window}])"
 
 
 def quantiles(histogram: str, selector: str) -> tuple[Target, ...]:
@@ -181,7 +186,8 @@ def api_dashboard() -> Json:
 
 
 def workers_dashboard() -> Json:
-    hpa = f'{NS}, horizontalpodautoscaler="$hpa"'
+    # The worker HPA lives in the workers' namespace, which need not be the exporter's: no namespace filter.
+    hpa = 'horizontalpodautoscaler="$hpa"'
     queues = Row(
         "Queues and autoscaling",
         (
@@ -219,9 +225,15 @@ def workers_dashboard() -> Json:
                 "the waiting messages ask for at the HPA's AverageValue target ($hpa_target per replica). "
                 "Desired at max while the ask keeps rising means the HPA cannot catch up.",
                 (
-                    Target(f"kube_horizontalpodautoscaler_status_current_replicas{{{hpa}}}", legend="current"),
-                    Target(f"kube_horizontalpodautoscaler_status_desired_replicas{{{hpa}}}", legend="desired"),
-                    Target(f"kube_horizontalpodautoscaler_spec_max_replicas{{{hpa}}}", legend="max"),
+                    Target(
+                        f"kube_horizontalpodautoscaler_status_current_replicas{{{hpa}}}",
+                        legend="current ({{namespace}})",
+                    ),
+                    Target(
+                        f"kube_horizontalpodautoscaler_status_desired_replicas{{{hpa}}}",
+                        legend="desired ({{namespace}})",
+                    ),
+                    Target(f"kube_horizontalpodautoscaler_spec_max_replicas{{{hpa}}}", legend="max ({{namespace}})"),
                     Target(
                         f"ceil(sum(max by (queue) (celery_queue_length{{{QUEUE}}})) / $hpa_target)",
                         legend="asked for by the queue",
@@ -321,7 +333,7 @@ def workers_dashboard() -> Json:
                 "so short bursts between scrapes count.",
                 (
                     Target(
-                        f"sum by (instance, gpu) ({rate('gpu_busy_seconds_total', GPU_NS)})",
+                        f"sum by (instance, gpu) ({rate('gpu_busy_seconds_total')})",
                         legend="{{instance}} GPU {{gpu}}",
                     ),
                 ),
@@ -350,8 +362,8 @@ def workers_dashboard() -> Json:
                 "Memory used over total per GPU. Alert LensingGPUMemoryNearFull fires above 95%.",
                 (
                     Target(
-                        f"max by (instance, gpu) (gpu_memory_used_bytes{{{GPU_NS}}}) / "
-                        f"max by (instance, gpu) (gpu_memory_total_bytes{{{GPU_NS}}})",
+                        "max by (instance, gpu) (gpu_memory_used_bytes) / "
+                        "max by (instance, gpu) (gpu_memory_total_bytes)",
                         legend="{{instance}} GPU {{gpu}}",
                     ),
                 ),
@@ -366,7 +378,7 @@ def workers_dashboard() -> Json:
                 "Die temperature per GPU. Alert LensingGPUTemperatureHigh fires above 85 °C by default.",
                 (
                     Target(
-                        f"max by (instance, gpu) (gpu_temperature_celsius{{{GPU_NS}}})",
+                        "max by (instance, gpu) (gpu_temperature_celsius)",
                         legend="{{instance}} GPU {{gpu}}",
                     ),
                 ),
@@ -378,9 +390,9 @@ def workers_dashboard() -> Json:
                 "GPU power",
                 "Power draw per GPU (a T4's limit is 70 W), and throttle reasons active now.",
                 (
-                    Target(f"max by (instance, gpu) (gpu_power_watts{{{GPU_NS}}})", legend="{{instance}} GPU {{gpu}}"),
+                    Target("max by (instance, gpu) (gpu_power_watts)", legend="{{instance}} GPU {{gpu}}"),
                     Target(
-                        f"max by (instance, gpu) (gpu_power_limit_watts{{{GPU_NS}}})",
+                        "max by (instance, gpu) (gpu_power_limit_watts)",
                         legend="limit {{instance}} GPU {{gpu}}",
                     ),
                 ),
@@ -395,7 +407,7 @@ def workers_dashboard() -> Json:
                 "page through LensingGPUThrottled.",
                 (
                     Target(
-                        f"max by (instance, gpu, reason) (gpu_throttled{{{GPU_NS}}}) == 1",
+                        "max by (instance, gpu, reason) (gpu_throttled) == 1",
                         legend="{{instance}} GPU {{gpu}} {{reason}}",
                     ),
                 ),
@@ -440,7 +452,7 @@ def workers_dashboard() -> Json:
                 "(rate of gpu_idle_allocated_seconds_total): money spent on nothing.",
                 (
                     Target(
-                        f"sum by (instance, gpu) ({rate('gpu_idle_allocated_seconds_total', GPU_NS)})",
+                        f"sum by (instance, gpu) ({rate('gpu_idle_allocated_seconds_total')})",
                         legend="{{instance}} GPU {{gpu}}",
                     ),
                 ),
@@ -456,7 +468,7 @@ def workers_dashboard() -> Json:
                 "(the dashboard variable; the platform's g4dn.xlarge spot price is about $0.158/h).",
                 (
                     Target(
-                        f"sum({rate('gpu_idle_allocated_seconds_total', GPU_NS)}) * $gpu_price",
+                        f"sum({rate('gpu_idle_allocated_seconds_total')}) * $gpu_price",
                         legend="$ per hour",
                     ),
                 ),
@@ -470,7 +482,7 @@ def workers_dashboard() -> Json:
                 "What the idle-but-allocated GPU time of the dashboard's time range cost at $gpu_price per GPU-hour.",
                 (
                     Target(
-                        f"sum(increase(gpu_idle_allocated_seconds_total{{{GPU_NS}}}[$__range])) / 3600 * $gpu_price",
+                        "sum(increase(gpu_idle_allocated_seconds_total[$__range])) / 3600 * $gpu_price",
                         legend="idle cost",
                         instant=True,
                     ),
@@ -493,7 +505,7 @@ def workers_dashboard() -> Json:
                 (
                     Target(f"min(celery_broker_up{{{NS}}})", legend="broker", instant=True),
                     Target(f"min(celery_events_up{{{NS}}})", legend="events", instant=True),
-                    Target(f"min(nvml_up{{{GPU_NS}}})", legend="NVML", instant=True),
+                    Target("min(nvml_up)", legend="NVML", instant=True),
                     Target(f"min(lensing_adapter_broker_up{{{NS}}})", legend="adapter broker", instant=True),
                 ),
                 unit="none",
@@ -586,7 +598,7 @@ def workers_dashboard() -> Json:
             query_variable(
                 "hpa",
                 "Worker HPA",
-                'label_values(kube_horizontalpodautoscaler_spec_max_replicas{namespace="$namespace"}, '
+                f"label_values(kube_horizontalpodautoscaler_spec_max_replicas{{{WORKER_HPAS}}}, "
                 "horizontalpodautoscaler)",
                 default="lensing-celery-worker-hpa",
             ),
