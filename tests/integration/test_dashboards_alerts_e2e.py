@@ -1,9 +1,10 @@
 """End to end: a real Prometheus scrapes `lensing-metrics exporter` reading the real Redis, with a real Celery
 worker, and evaluates the project's rules; a real Alertmanager delivers the page to a webhook of the test.
 
-Only the broker source runs here (no GPU, no kube-state-metrics, no lensing API; the event source and the
-adapter are separate programs or issues). Every dashboard query whose metrics all come from the broker source
-must return data; the others are listed as excluded with the source they wait for.
+The exporter runs with its default sources: the broker always, the Celery event stream where this checkout has
+it; no GPU, no adapter (another program), no kube-state-metrics, no lensing API. Every dashboard query whose
+metrics all come from a source that runs must return data; the others are printed as excluded, with the source
+they wait for (or the fault that would make their series, e.g. a failed broker read).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tests.support.promql import (
     metric_names,
     missing_source,
     rules,
+    running_components,
 )
 from tests.support.promstack import NAMESPACE, monitoring_stack
 from tests.support.services import wait_for
@@ -37,6 +39,8 @@ RUNBOOK = "https://github.com/lensing/lensing-metrics/blob/main/docs/runbook.md#
 
 def test_dashboards_and_alerts_against_real_prometheus_and_alertmanager(redis_url: str, celery_worker) -> None:  # type: ignore[no-untyped-def]
     producer = Celery("producer", broker=redis_url)
+    producer.send_task("lensing.fail", queue="analyses")  # finished tasks for the task panels (with events)
+    producer.send_task("lensing.analyse_lens", args=[0, 0.1], queue="analyses")
     for i in range(6):  # a queue nobody consumes: the no-worker page
         producer.send_task("lensing.analyse_lens", args=[i, 0.1], queue="orphan")
     for i in range(10):  # a served queue with tasks in flight and waiting
@@ -71,18 +75,21 @@ def test_dashboards_and_alerts_against_real_prometheus_and_alertmanager(redis_ur
 
         wait_for(loaded_ok, 30, interval=0.5, what="every rule loaded with health ok")
 
-        # The worker holds 2 processes x prefetch 2 = 4 tasks; 6 wait.
+        # The worker holds 2 processes x prefetch 2 = 4 slow tasks; 6 wait.
         wait_for(lambda: prometheus.query('celery_queue_inflight{queue="analyses"} == 4'), 30, what="4 tasks in flight")
         waiting = prometheus.query('celery_queue_length{queue="analyses"}')
         assert float(waiting[0]["value"][1]) == 6
 
         # Every dashboard query whose source runs here returns data.
+        stored = {r["metric"]["__name__"] for r in prometheus.query('count by (__name__) ({job=~".+"})')}
+        running = running_components(stored)
+        assert "exporter-broker" in running
         checked, excluded = [], {}
         for path in DASHBOARDS:
             for query in dashboard_queries(path):
                 if "variable" in query.where:
                     continue
-                why = missing_source(metric_names(query.parse()))
+                why = missing_source(metric_names(query.parse()), running)
                 if why:
                     excluded[query.where] = why
                     continue
@@ -99,7 +106,7 @@ def test_dashboards_and_alerts_against_real_prometheus_and_alertmanager(redis_ur
             "celery-gpu-workers.json: Broker reads and errors [A]",
         }
         assert must <= {where.removeprefix("dashboards/") for where in checked}, checked
-        print(f"\n{len(checked)} dashboard queries returned data; excluded ({len(excluded)}):")
+        print(f"\nsources running: {sorted(running)}; {len(checked)} dashboard queries returned data; excluded:")
         for where, why in sorted(excluded.items()):
             print(f"  {where}: {why}")
     worker.kill()  # its 30 s tasks need not finish: the fixture flushes the database

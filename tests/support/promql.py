@@ -142,8 +142,12 @@ def interpolate(expr: str, values: dict[str, str], rate_interval: str, range_: s
     return _VARIABLE.sub(lambda m: values[m.group(1)], expr)
 
 
-# Broker metrics that exist but have no series while nothing fails.
-NO_SERIES_WITHOUT_FAULTS = {"celery_broker_read_errors_total": "no broker read failed"}
+# Families that have no series while nothing goes wrong.
+NO_SERIES_WITHOUT_FAULTS = {
+    "celery_broker_read_errors_total": "no broker read failed",
+    "celery_events_dropped_total": "no event was dropped",
+    "celery_events_lost_total": "no event was lost",
+}
 
 
 def source_of(name: str) -> str:
@@ -168,3 +172,8 @@ def missing_source(names: set[str], running: frozenset[str] = frozenset({"export
         if family is None or CATALOG[family].component not in running:
             return f"{name} comes from {source_of(name)}, not running here"
     return None
+
+
+def running_components(names: set[str]) -> frozenset[str]:
+    """The catalogue components that export any of these stored series names."""
+    return frozenset(CATALOG[f].component for f in map(family_of, names) if f is not None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -49,7 +50,10 @@ class Process:
         self.name, self.port, self.workdir = name, port, workdir
         self.log_path = workdir / f"{name}.log"
         log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's code, whatever the venv was built from
+        self.proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env, start_new_session=True
+        )
         log.close()
         wait_for(lambda: self._ready(ready_path), 30, interval=0.2, what=f"{name} on port {port}: {self.log()}")
 
