@@ -25,12 +25,20 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import promql_parser  # noqa: E402
 from celery import Celery  # noqa: E402
 
-from tests.support.promql import DASHBOARDS, dashboard_panels, grafana_to_promql, interpolate, metric_names  # noqa: E402
+from tests.support.promql import (  # noqa: E402
+    DASHBOARDS,
+    dashboard_panels,
+    grafana_to_promql,
+    interpolate,
+    metric_names,
+    running_components,
+)
 from tests.support.promql import missing_source as why_missing  # noqa: E402
 from tests.support.promstack import NAMESPACE, Prometheus, monitoring_stack  # noqa: E402
-from tests.support.services import CeleryWorker, claimed_redis_db  # noqa: E402
+from tests.support.services import CeleryWorker, claimed_redis_db, wait_for  # noqa: E402
 
 VARIABLES = {"namespace": NAMESPACE, "queue": ".*", "hpa": "lensing-celery-worker-hpa", "hpa_target": "10"}
 UNIT_LABELS = {"percentunit": "ratio", "short": "", "none": "", "reqps": "req/s", "ops": "per s", "x": "x budget"}
@@ -39,14 +47,17 @@ UNIT_LABELS = {"percentunit": "ratio", "short": "", "none": "", "reqps": "req/s"
 def workload(producer: Celery, seconds: float) -> None:
     """Bursts of analyses of different lengths, a bulk queue, and a queue nobody serves."""
     start = time.monotonic()
-    plan = [(0, "analyses", 14, 2.0), (8, "orphan", 3, 1.0), (20, "bulk", 10, 1.0), (35, "analyses", 20, 1.5)]
-    plan += [(55, "bulk", 12, 0.5), (65, "analyses", 8, 3.0)]
+    plan = [(0, "analyses", 14, 2.0), (8, "orphan", 3, 1.0), (20, "bulk", 10, 1.0), (30, "bulk", 4, -1)]
+    plan += [(35, "analyses", 20, 1.5), (55, "bulk", 12, 0.5), (65, "analyses", 8, 3.0)]
     for at, queue, count, length in plan:
         if at > seconds:
             break
         time.sleep(max(0.0, start + at - time.monotonic()))
         for i in range(count):
-            producer.send_task("lensing.analyse_lens", args=[i, length], queue=queue)
+            if length < 0:  # tasks that fail, for the failure panels
+                producer.send_task("lensing.fail", queue=queue)
+            else:
+                producer.send_task("lensing.analyse_lens", args=[i, length], queue=queue)
     time.sleep(max(0.0, start + seconds - time.monotonic()))
 
 
@@ -56,14 +67,16 @@ def legend(fmt: str, labels: dict[str, str]) -> str:
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), fmt)
 
 
-def draw_panel(ax: Any, panel: dict[str, Any], prometheus: Prometheus, start: float, end: float) -> None:
+def draw_panel(
+    ax: Any, panel: dict[str, Any], prometheus: Prometheus, start: float, end: float, running: frozenset[str]
+) -> None:
     unit = panel["fieldConfig"]["defaults"].get("unit", "")
     ax.set_title(panel["title"], fontsize=9, loc="left")
     ax.tick_params(labelsize=7)
     drawn, missing = 0, []
     for target in panel["targets"]:
-        names = metric_names(__import__("promql_parser").parse(grafana_to_promql(target["expr"])))
-        why = why_missing(names)
+        names = metric_names(promql_parser.parse(grafana_to_promql(target["expr"])))
+        why = why_missing(names, running)
         if why:
             source = why.split(",")[0]
             missing.append("needs " + source.split(" comes from ")[-1] if " comes from " in source else source)
@@ -102,13 +115,15 @@ def draw_panel(ax: Any, panel: dict[str, Any], prometheus: Prometheus, start: fl
 
 
 def render(path: Path, prometheus: Prometheus, start: float, end: float, out: Path) -> None:
+    stored = {r["metric"]["__name__"] for r in prometheus.query('count by (__name__) ({job=~".+"})')}
+    running = running_components(stored)
     doc = json.loads(path.read_text())
     panels = [p for p in dashboard_panels(path) if p["type"] != "row"]
     cols = 3
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(15, 3.0 * rows), squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=False):
-        draw_panel(ax, panel, prometheus, start, end)
+        draw_panel(ax, panel, prometheus, start, end, running)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(f"{doc['title']}  (uid {doc['uid']}; real data from this machine's Prometheus)", fontsize=12)
@@ -129,11 +144,15 @@ def main() -> int:
         worker = CeleryWorker(url, queues=["analyses", "bulk"], concurrency=2, prefetch=1)
         try:
             with monitoring_stack(url, ["analyses", "bulk", "orphan"], {}) as stack:
+                prometheus = stack["prometheus"]
+                wait_for(lambda: prometheus.query("celery_broker_up == 1"), 30, what="the first scrape")
+                if prometheus.query("celery_events_up"):  # task events count once the worker sends them
+                    wait_for(lambda: prometheus.query("celery_workers > 0"), 30, what="a live worker")
                 start = time.time()
                 workload(Celery("producer", broker=url), args.seconds)
                 end = time.time()
                 for path in DASHBOARDS:
-                    render(path, stack["prometheus"], start, end, args.out / f"{path.stem}.png")
+                    render(path, prometheus, start, end, args.out / f"{path.stem}.png")
         finally:
             worker.kill()
             worker.stop()

@@ -39,16 +39,22 @@ RUNBOOK = "https://github.com/lensing/lensing-metrics/blob/main/docs/runbook.md#
 
 def test_dashboards_and_alerts_against_real_prometheus_and_alertmanager(redis_url: str, celery_worker) -> None:  # type: ignore[no-untyped-def]
     producer = Celery("producer", broker=redis_url)
-    producer.send_task("lensing.fail", queue="analyses")  # finished tasks for the task panels (with events)
-    producer.send_task("lensing.analyse_lens", args=[0, 0.1], queue="analyses")
     for i in range(6):  # a queue nobody consumes: the no-worker page
         producer.send_task("lensing.analyse_lens", args=[i, 0.1], queue="orphan")
-    for i in range(10):  # a served queue with tasks in flight and waiting
-        producer.send_task("lensing.analyse_lens", args=[i, 30], queue="analyses")
     worker = celery_worker(redis_url, queues=["analyses"], concurrency=2, prefetch=2)
 
     with monitoring_stack(redis_url, ["analyses", "orphan"], {"LensingCeleryQueueNoWorkers": "1s"}) as stack:
         prometheus, webhook = stack["prometheus"], stack["webhook"]
+        wait_for(lambda: prometheus.query("celery_broker_up == 1"), 30, interval=0.5, what="the first scrape")
+        stored = {r["metric"]["__name__"] for r in prometheus.query('count by (__name__) ({job=~".+"})')}
+        running = running_components(stored)
+        assert "exporter-broker" in running
+        if "exporter-events" in running:  # task events count only once the worker sends them
+            wait_for(lambda: prometheus.query('celery_workers{queue="analyses"} > 0'), 30, what="a live worker")
+        producer.send_task("lensing.fail", queue="analyses")  # finished tasks for the task panels
+        producer.send_task("lensing.analyse_lens", args=[0, 0.1], queue="analyses")
+        for i in range(10):  # then tasks in flight and waiting
+            producer.send_task("lensing.analyse_lens", args=[i, 30], queue="analyses")
 
         # The page: the no-worker alert for the orphan queue reaches the receiver with its runbook link.
         def page() -> dict | None:  # type: ignore[type-arg]
@@ -81,9 +87,6 @@ def test_dashboards_and_alerts_against_real_prometheus_and_alertmanager(redis_ur
         assert float(waiting[0]["value"][1]) == 6
 
         # Every dashboard query whose source runs here returns data.
-        stored = {r["metric"]["__name__"] for r in prometheus.query('count by (__name__) ({job=~".+"})')}
-        running = running_components(stored)
-        assert "exporter-broker" in running
         checked, excluded = [], {}
         for path in DASHBOARDS:
             for query in dashboard_queries(path):
