@@ -47,8 +47,8 @@ UNIT_LABELS = {"percentunit": "ratio", "short": "", "none": "", "reqps": "req/s"
 def workload(producer: Celery, seconds: float) -> None:
     """Bursts of analyses of different lengths, a bulk queue, and a queue nobody serves."""
     start = time.monotonic()
-    plan = [(0, "analyses", 14, 2.0), (8, "orphan", 3, 1.0), (20, "bulk", 10, 1.0), (30, "bulk", 4, -1)]
-    plan += [(35, "analyses", 20, 1.5), (55, "bulk", 12, 0.5), (65, "analyses", 8, 3.0)]
+    plan = [(0, "analyses", 14, 2.0), (8, "orphan", 3, 1.0), (20, "bulk", 10, 1.0), (30, "bulk", 2, -1)]
+    plan += [(35, "analyses", 20, 1.5), (45, "bulk", 3, -1), (55, "bulk", 12, 0.5), (65, "analyses", 8, 3.0)]
     for at, queue, count, length in plan:
         if at > seconds:
             break
@@ -130,7 +130,7 @@ def render(path: Path, prometheus: Prometheus, start: float, end: float, out: Pa
     fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(out, dpi=80)
     plt.close(fig)
-    print(f"wrote {out.relative_to(REPO)}")
+    print(f"wrote {out}")
 
 
 def main() -> int:

@@ -69,6 +69,7 @@ def test_dashboards_and_alerts_against_real_prometheus_and_alertmanager(redis_ur
         assert alert["labels"]["severity"] == "critical"
         assert alert["labels"]["namespace"] == NAMESPACE
         assert alert["annotations"]["runbook_url"] == RUNBOOK
+        assert alert["annotations"]["dashboard_url"].endswith(f"?var-namespace={NAMESPACE}&var-queue=orphan")
         assert alert["annotations"]["description"].startswith(f"Queue orphan in {NAMESPACE} has 6 tasks waiting")
 
         # Every rule of alerts/ is loaded and evaluates without error.
