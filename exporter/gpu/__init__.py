@@ -91,6 +91,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         env="LENSING_GPU_MAX_TASK_NAMES",
         help="most distinct task (and queue) label values on celery_task_gpu_*; later ones are 'other' (default 200)",
     )
+    add_option(
+        group,
+        "--gpu-pod-resources-socket",
+        default="/var/lib/kubelet/pod-resources/kubelet.sock",
+        metavar="PATH",
+        env="LENSING_GPU_POD_RESOURCES_SOCKET",
+        help="the kubelet's pod-resources socket; when it is there (mounted read-only) and grpcio is installed, "
+        "per-GPU series get pod, namespace, container labels; '' turns this off",
+    )
 
 
 class GpuSource:
@@ -122,6 +131,7 @@ def build_source(args: argparse.Namespace, nvml: Any = None) -> Source | None:
     ``nvml`` replaces the ``pynvml`` module (the tests pass a fake NVML)."""
     from exporter.gpu.attribution import TaskAttributor
     from exporter.gpu.nvml import ABSENT_REASONS, load_pynvml
+    from exporter.gpu.podresources import DEFAULT_SOCKET, open_client
     from exporter.gpu.sampler import GpuSampler
 
     mode = getattr(args, "gpu", "auto") or "auto"
@@ -141,4 +151,5 @@ def build_source(args: argparse.Namespace, nvml: Any = None) -> Source | None:
     if reason in ABSENT_REASONS and mode == "auto":
         log.info("no NVIDIA driver or NVML here (%s): GPU metrics off; --gpu=on exports nvml_up 0 instead", reason)
         return None
+    sampler.allocations = open_client(getattr(args, "gpu_pod_resources_socket", DEFAULT_SOCKET))
     return GpuSource(sampler)

@@ -39,18 +39,21 @@ class UtilizationIntegrator:
     def add(self, uuid: str, samples: Iterable[tuple[int, float]], allocated: bool) -> Integrated:
         """Fold new samples into the counters and return what they added. The first read of a card only
         sets the starting point: what happened before the exporter watched is not counted."""
-        previous = self.last_us.get(uuid)
         busy = idle = 0.0
-        for timestamp, share in sorted(samples):
-            if previous is not None:
+        ordered = sorted(samples)
+        previous = self.last_us.get(uuid)
+        if previous is None:
+            if ordered:
+                self.last_us[uuid] = ordered[-1][0]
+        else:
+            for timestamp, share in ordered:
                 if timestamp <= previous:
                     continue
                 covered = min(timestamp - previous, MAX_SAMPLE_PERIOD_US) / 1e6
                 busy += share * covered
                 if allocated and share <= self.idle_threshold:
                     idle += covered
-            previous = timestamp
-        if previous is not None:
+                previous = timestamp
             self.last_us[uuid] = previous
         self.busy_seconds[uuid] = self.busy_seconds.get(uuid, 0.0) + busy
         self.idle_allocated_seconds[uuid] = self.idle_allocated_seconds.get(uuid, 0.0) + idle

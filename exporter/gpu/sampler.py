@@ -227,3 +227,5 @@ class GpuSampler:
             self._thread.join(timeout=10)
             self._thread = None
         self.close()
+        if self.allocations is not None and hasattr(self.allocations, "close"):
+            self.allocations.close()

@@ -32,7 +32,9 @@ def test_own_key_matches_what_the_exporter_computes_from_the_host_pid() -> None:
     assert process_key() == process_key(os.getpid())
 
 
-def test_hook_publishes_and_attributor_reads_then_finish_removes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hook_publishes_and_attributor_reads_then_finish_removes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LENSING_GPU_TASK_DIR", str(tmp_path / "tasks"))
     monkeypatch.setitem(celery_hook._state, "key", None)
     task = SimpleNamespace(name="lensing.analyse_lens", request=SimpleNamespace(delivery_info={"routing_key": "gpu"}))
