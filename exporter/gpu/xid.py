@@ -57,18 +57,23 @@ class XidWatcher:
 
     def _run(self) -> None:
         nvml = self.nvml
+        failing = False
         while not self._stop.is_set():
             try:
                 event = nvml.nvmlEventSetWait(self._event_set, WAIT_MS)
             except nvml.NVMLError as exc:
                 reason = error_reason(nvml, exc)
                 if reason == "timeout":
+                    failing = False
                     continue
                 with self.lock:
                     self.errors[reason] += 1
-                log.warning("waiting for XID events failed (%s); the sampler will reopen NVML", exc)
+                if not failing:
+                    log.warning("waiting for XID events failed (%s); retrying every second", exc)
+                failing = True
                 self._stop.wait(1.0)
                 continue
+            failing = False
             if not event.eventType & nvml.nvmlEventTypeXidCriticalError:
                 continue
             try:
