@@ -64,8 +64,18 @@ def _fields(data: bytes) -> Iterator[tuple[int, bytes | int]]:
             raise DecodeError(f"unsupported wire type {wire}")
 
 
-def _text(value: bytes | int) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else ""
+def _message(data: bytes) -> dict[int, list[bytes]]:
+    """The length-delimited fields of one message (strings and sub-messages), by field number."""
+    fields: dict[int, list[bytes]] = {}
+    for number, value in _fields(data):
+        if isinstance(value, bytes):
+            fields.setdefault(number, []).append(value)
+    return fields
+
+
+def _text(fields: dict[int, list[bytes]], number: int) -> str:
+    values = fields.get(number)
+    return values[-1].decode("utf-8", "replace") if values else ""
 
 
 def parse_list_response(data: bytes) -> dict[str, Allocation]:
@@ -76,38 +86,15 @@ def parse_list_response(data: bytes) -> dict[str, Allocation]:
     The NVIDIA device plugin names devices by GPU UUID (``GPU-...``, with ``::N`` for time-sliced replicas).
     """
     owners: dict[str, set[Allocation]] = {}
-    for number, pod in _fields(data):
-        if number != 1 or not isinstance(pod, bytes):
-            continue
-        name = namespace = ""
-        containers: list[bytes] = []
-        for field, value in _fields(pod):
-            if field == 1:
-                name = _text(value)
-            elif field == 2:
-                namespace = _text(value)
-            elif field == 3 and isinstance(value, bytes):
-                containers.append(value)
-        for container in containers:
-            container_name = ""
-            devices: list[bytes] = []
-            for field, value in _fields(container):
-                if field == 1:
-                    container_name = _text(value)
-                elif field == 2 and isinstance(value, bytes):
-                    devices.append(value)
-            for device in devices:
-                resource = ""
-                ids: list[str] = []
-                for field, value in _fields(device):
-                    if field == 1:
-                        resource = _text(value)
-                    elif field == 2:
-                        ids.append(_text(value))
-                if not resource.startswith(GPU_RESOURCE_PREFIX):
+    for pod in map(_message, _message(data).get(1, [])):
+        for container in map(_message, pod.get(3, [])):
+            owner = (_text(pod, 1), _text(pod, 2), _text(container, 1))
+            for device in map(_message, container.get(2, [])):
+                if not _text(device, 1).startswith(GPU_RESOURCE_PREFIX):
                     continue
-                for device_id in ids:
-                    owners.setdefault(device_id.partition("::")[0], set()).add((name, namespace, container_name))
+                for device_id in device.get(2, []):
+                    uuid = device_id.decode("utf-8", "replace").partition("::")[0]
+                    owners.setdefault(uuid, set()).add(owner)
     # a time-sliced GPU shared by several containers: one series, the owners joined
     return {
         uuid: (
