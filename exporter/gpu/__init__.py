@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 GPU_MODES = ("auto", "on", "off")
 
 
+def _gpu_mode(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in GPU_MODES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(GPU_MODES)}, got {text!r}")
+    return mode
+
+
 def _ratio(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1:
@@ -41,13 +48,13 @@ def _positive_int(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the GPU collector (added to `lensing-metrics exporter`)."""
-    group = parser.add_argument_group("GPU (NVML)")
+    # no argument group: add_option reports a bad environment value through parser.error
     add_option(
-        group,
+        parser,
         "--gpu",
         env="LENSING_GPU",
         default="auto",
-        choices=GPU_MODES,
+        type=_gpu_mode,
         nargs="?",
         const="on",
         metavar="auto|on|off",
@@ -55,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "driver; on (or bare --gpu) = always, a missing NVML is nvml_up 0; off = never",
     )
     add_option(
-        group,
+        parser,
         "--gpu-sample-interval",
         type=positive_float,
         default=2.0,
@@ -64,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between GPU reads (default 2); /metrics answers from the last read",
     )
     add_option(
-        group,
+        parser,
         "--gpu-idle-threshold",
         type=_ratio,
         default=0.05,
@@ -74,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 0.05)",
     )
     add_option(
-        group,
+        parser,
         "--gpu-task-dir",
         default="/run/lensing-metrics/gpu-tasks",
         metavar="PATH",
@@ -83,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default /run/lensing-metrics/gpu-tasks); the same variable configures the workers",
     )
     add_option(
-        group,
+        parser,
         "--gpu-max-task-names",
         type=_positive_int,
         default=200,
@@ -92,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="most distinct task (and queue) label values on celery_task_gpu_*; later ones are 'other' (default 200)",
     )
     add_option(
-        group,
+        parser,
         "--gpu-pod-resources-socket",
         default="/var/lib/kubelet/pod-resources/kubelet.sock",
         metavar="PATH",

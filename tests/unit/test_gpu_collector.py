@@ -285,4 +285,20 @@ def test_options_and_bad_values(capsys: pytest.CaptureFixture[str]) -> None:
             parser.parse_args(bad)
         assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "ratio from 0" in err and "invalid choice: 'maybe'" in err
+    assert "ratio from 0" in err and "expected one of auto, on, off, got 'maybe'" in err
+
+
+def test_environment_variables_are_checked_like_flags(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.cli import build_parser
+
+    monkeypatch.setenv("LENSING_GPU", "OFF")
+    monkeypatch.setenv("LENSING_GPU_SAMPLE_INTERVAL", "5")
+    args = build_parser().parse_args([])
+    assert (args.gpu, args.gpu_sample_interval) == ("off", 5.0)
+    monkeypatch.setenv("LENSING_GPU", "sometimes")
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser()
+    assert exit_info.value.code == 2
+    assert "LENSING_GPU='sometimes'" in capsys.readouterr().err
