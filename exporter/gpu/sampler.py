@@ -75,7 +75,8 @@ class GpuSampler:
         self.errors: Counter[str] = Counter()
         self.task_seconds: dict[TaskKey, float] = {}
         self._snapshot = GpuSnapshot(up=False)
-        self._failures = 0
+        self._failures = 0  # consecutive failed opens
+        self._read_failures = 0  # consecutive cycles that ended in a reopen
         self._next_open = 0.0
         self._opened_at = 0.0
         self._stop = threading.Event()
@@ -93,7 +94,7 @@ class GpuSampler:
             self.errors[reason] += 1
             if self._failures == 1 and log_failure:
                 log.warning("NVML cannot be initialised (%s); GPU series are absent, nvml_up is 0", reason)
-            self._next_open = time.monotonic() + min(self.interval * 2 ** (self._failures - 1), self.max_backoff)
+            self._back_off(self._failures)
             return reason
         for device_reason in self.session.device_errors:
             self.errors[device_reason] += 1
@@ -109,6 +110,11 @@ class GpuSampler:
         self.reader.forget()
         self.xid.start(self.session.devices)
         return None
+
+    def _back_off(self, failures: int) -> None:
+        """No open before interval x 2^(failures-1), at most max_backoff; the first retry is the next cycle
+        (10 % early, so the cycle that starts one interval later is not skipped)."""
+        self._next_open = time.monotonic() + 0.9 * min(self.interval * 2 ** (failures - 1), self.max_backoff)
 
     def close(self) -> None:
         self.xid.stop()
@@ -136,12 +142,13 @@ class GpuSampler:
             except (self.nvml.NVMLError, self.nvml.NVMLLibraryMismatchError) as exc:
                 reason = error_reason(self.nvml, exc)
                 self.errors[reason] += 1
-                log.warning(
-                    "GPU %d (%s) read failed (%s): its series are dropped; reopening NVML",
-                    device.index,
-                    device.uuid,
-                    reason,
-                )
+                if not self._read_failures:
+                    log.warning(
+                        "GPU %d (%s) read failed (%s): its series are dropped; reopening NVML",
+                        device.index,
+                        device.uuid,
+                        reason,
+                    )
                 reopen = True
                 continue
             allocation = allocations.get(device.uuid)
@@ -157,7 +164,11 @@ class GpuSampler:
                 self._attribute(processes, 0.0, task_memory)
             gpus.append(GpuState(device, reading.values, reading.throttled, busy, idle, allocation))
         if reopen:
+            self._read_failures += 1
             self.close()
+            self._back_off(self._read_failures)
+        else:
+            self._read_failures = 0
         xid_counts, xid_errors = self.xid.snapshot()
         self._publish(
             GpuSnapshot(

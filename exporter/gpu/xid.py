@@ -16,7 +16,7 @@ from exporter.gpu.nvml import Device, error_reason
 
 log = logging.getLogger(__name__)
 
-WAIT_MS = 500
+WAIT_MS = 200  # also the longest a stop (before an NVML re-init) waits for the thread
 MAX_XID_VALUES = 64  # XIDs are small integers; anything beyond this many distinct ones is "other"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 
 import pytest
 from prometheus_client.registry import CollectorRegistry
@@ -184,6 +185,7 @@ def test_gpu_lost_mid_run_drops_its_series_counts_and_reinitialises(fake: FakeNv
     assert value(registry, "nvml_errors_total", reason="gpu_is_lost") == 1
     assert fake.shutdown_calls == 1  # shut down after the cycle; opened again on the next one
     fake.gpus[1].lost = False
+    time.sleep(sampler.interval)  # the next cycle
     sampler.sample_once()
     assert fake.init_calls == 2
     assert value(registry, "gpu_memory_used_bytes", **t4_labels(1)) is not None
@@ -197,7 +199,8 @@ def test_driver_library_mismatch_reinitialises(fake: FakeNvml, sampler: GpuSampl
     registry = registry_for(sampler)
     assert series(registry, "gpu_memory_used_bytes") == []
     assert value(registry, "nvml_errors_total", reason="lib_rm_version_mismatch") == 2  # both cards
-    sampler.sample_once()  # nvmlInit again (the fake clears the mismatch, as a restart would)
+    time.sleep(sampler.interval)
+    sampler.sample_once()  # the next cycle: nvmlInit again (the fake clears the mismatch, as a restart would)
     assert fake.init_calls == 2
     assert len(series(registry, "gpu_memory_used_bytes")) == 2
 
@@ -302,3 +305,33 @@ def test_environment_variables_are_checked_like_flags(
         build_parser()
     assert exit_info.value.code == 2
     assert "LENSING_GPU='sometimes'" in capsys.readouterr().err
+
+
+def test_a_card_that_keeps_failing_backs_off_and_is_logged_once(
+    fake: FakeNvml, sampler: GpuSampler, caplog: pytest.LogCaptureFixture
+) -> None:
+    sampler.sample_once()
+    fake.gpus[0].samples = [(T0, 0)]
+    original = fake.nvmlDeviceGetUtilizationRates
+
+    def broken(handle):  # type: ignore[no-untyped-def]
+        if handle.gpu is fake.gpus[0]:
+            raise fake.NVMLError(fake.NVML_ERROR_UNKNOWN)
+        return original(handle)
+
+    fake.nvmlDeviceGetUtilizationRates = broken  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="exporter.gpu"):
+        delays = []
+        for _ in range(4):
+            sampler.sample_once()  # opens NVML, card 0 fails, NVML is closed and a reopen scheduled
+            delays.append(sampler._next_open - time.monotonic())
+            for _ in range(5):
+                sampler.sample_once()  # within the backoff: no nvmlInit per cycle
+            sampler._next_open = 0.0  # let the backoff pass
+    assert fake.init_calls == 4
+    assert delays == sorted(delays) and delays[-1] > 3 * delays[0]  # doubling: 0.05, 0.1, 0.2, 0.4 s (x0.9)
+    assert len([r for r in caplog.records if "read failed" in r.getMessage()]) == 1
+    assert value(registry_for(sampler), "nvml_errors_total", reason="unknown") == 4
+    fake.nvmlDeviceGetUtilizationRates = original  # type: ignore[method-assign]
+    sampler.sample_once()
+    assert sampler._read_failures == 0 and len(sampler.snapshot.gpus) == 2
