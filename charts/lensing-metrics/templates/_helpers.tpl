@@ -1,0 +1,213 @@
+{{/* Names */}}
+{{- define "lensing-metrics.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "lensing-metrics.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* <fullname>-<component>, kept within 63 characters. Call with (list $ "component"). */}}
+{{- define "lensing-metrics.componentName" -}}
+{{- $root := index . 0 }}
+{{- printf "%s-%s" (include "lensing-metrics.fullname" $root | trunc (int (sub 62 (len (index . 1))))) (index . 1) | trimSuffix "-" }}
+{{- end }}
+
+{{- define "lensing-metrics.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels */}}
+{{- define "lensing-metrics.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "lensing-metrics.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "lensing-metrics.labels" -}}
+helm.sh/chart: {{ include "lensing-metrics.chart" . }}
+{{ include "lensing-metrics.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: lensing-metrics
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Call with (list $ "component"). */}}
+{{- define "lensing-metrics.componentSelectorLabels" -}}
+{{ include "lensing-metrics.selectorLabels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "lensing-metrics.componentLabels" -}}
+{{ include "lensing-metrics.labels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{/* Image reference: digest wins over tag; the tag defaults to the appVersion. */}}
+{{- define "lensing-metrics.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Security contexts: the chart-wide defaults with a component's overrides merged over them.
+Call with (list $ .Values.<component>). */}}
+{{- define "lensing-metrics.podSecurityContext" -}}
+{{- $root := index . 0 }}
+{{- toYaml (mergeOverwrite (deepCopy $root.Values.podSecurityContext) (index . 1).podSecurityContext) }}
+{{- end }}
+
+{{- define "lensing-metrics.containerSecurityContext" -}}
+{{- $root := index . 0 }}
+{{- toYaml (mergeOverwrite (deepCopy $root.Values.containerSecurityContext) (index . 1).containerSecurityContext) }}
+{{- end }}
+
+{{/* ServiceAccount names. Call with (list $ "component"). */}}
+{{- define "lensing-metrics.serviceAccountName" -}}
+{{- $root := index . 0 }}
+{{- $component := index . 1 }}
+{{- $sa := (index $root.Values $component).serviceAccount }}
+{{- if $sa.create }}
+{{- default (include "lensing-metrics.componentName" (list $root $component)) $sa.name }}
+{{- else }}
+{{- default "default" $sa.name }}
+{{- end }}
+{{- end }}
+
+{{/* Broker Secret: the existing one, or the chart's. */}}
+{{- define "lensing-metrics.brokerSecretName" -}}
+{{- default (include "lensing-metrics.componentName" (list . "broker")) .Values.broker.existingSecret }}
+{{- end }}
+
+{{- define "lensing-metrics.brokerSecretKey" -}}
+{{- if .Values.broker.existingSecret }}{{ .Values.broker.existingSecretKey }}{{ else }}broker-url{{ end }}
+{{- end }}
+
+{{- define "lensing-metrics.brokerConfigured" -}}
+{{- if or .Values.broker.url .Values.broker.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/* The broker's environment and arguments, shared by the exporter, the adapter and (optionally) the GPU collector. */}}
+{{- define "lensing-metrics.brokerEnv" -}}
+{{- if include "lensing-metrics.brokerConfigured" . }}
+- name: CELERY_BROKER_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "lensing-metrics.brokerSecretName" . }}
+      key: {{ include "lensing-metrics.brokerSecretKey" . }}
+{{- end }}
+{{- end }}
+
+{{- define "lensing-metrics.brokerArgs" -}}
+{{- range .Values.broker.transportOptions }}
+- --broker-transport-option={{ . }}
+{{- end }}
+{{- range .Values.broker.queues }}
+- --queue={{ . }}
+{{- end }}
+{{- end }}
+
+{{/* Adapter Service and its DNS names (the serving certificate carries all of them). */}}
+{{- define "lensing-metrics.adapter.serviceName" -}}
+{{- include "lensing-metrics.componentName" (list . "adapter") }}
+{{- end }}
+
+{{- define "lensing-metrics.adapter.dnsNames" -}}
+{{- $svc := include "lensing-metrics.adapter.serviceName" . }}
+{{- $ns := .Release.Namespace }}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toJson }}
+{{- end }}
+
+{{- define "lensing-metrics.adapter.tlsSecretName" -}}
+{{- if eq .Values.adapter.tls.mode "existingSecret" }}
+{{- required "adapter.tls.existingSecret: name the kubernetes.io/tls Secret to use with tls.mode=existingSecret" .Values.adapter.tls.existingSecret }}
+{{- else }}
+{{- include "lensing-metrics.componentName" (list . "adapter-tls") }}
+{{- end }}
+{{- end }}
+
+{{- define "lensing-metrics.adapter.certificateName" -}}
+{{- include "lensing-metrics.componentName" (list . "adapter") }}
+{{- end }}
+
+{{/*
+The generated CA and serving certificate (tls.mode=generated), as a dict {ca, crt, key} of PEM strings.
+An existing Secret is read back with lookup and reused, so upgrades keep the certificate and the APIService's
+caBundle stays valid. Computed once per render and memoised, so the Secret and the APIService agree.
+*/}}
+{{- define "lensing-metrics.adapter.generatedCerts" -}}
+{{- if not (hasKey .Values "__lensingGeneratedCerts") }}
+{{- $secretName := include "lensing-metrics.adapter.tlsSecretName" . }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $secretName }}
+{{- $certs := dict }}
+{{- if and $existing $existing.data (index $existing.data "ca.crt") (index $existing.data "tls.crt") (index $existing.data "tls.key") }}
+{{- $certs = dict "ca" (index $existing.data "ca.crt" | b64dec) "crt" (index $existing.data "tls.crt" | b64dec) "key" (index $existing.data "tls.key" | b64dec) }}
+{{- else }}
+{{- $days := int .Values.adapter.tls.validityDays }}
+{{- $ca := genCA (printf "%s-ca" (include "lensing-metrics.adapter.serviceName" .)) $days }}
+{{- $dnsNames := include "lensing-metrics.adapter.dnsNames" . | fromJsonArray }}
+{{- $cert := genSignedCert (printf "%s.%s.svc" (include "lensing-metrics.adapter.serviceName" .) .Release.Namespace) nil $dnsNames $days $ca }}
+{{- $certs = dict "ca" $ca.Cert "crt" $cert.Cert "key" $cert.Key }}
+{{- end }}
+{{- $_ := set .Values "__lensingGeneratedCerts" $certs }}
+{{- end }}
+{{- toJson (index .Values "__lensingGeneratedCerts") }}
+{{- end }}
+
+{{/* The APIService caBundle (base64 PEM), or "" when cert-manager injects it or TLS verification is skipped. */}}
+{{- define "lensing-metrics.adapter.caBundle" -}}
+{{- $mode := .Values.adapter.tls.mode }}
+{{- if .Values.adapter.apiService.insecureSkipTLSVerify }}
+{{- else if eq $mode "generated" }}
+{{- (include "lensing-metrics.adapter.generatedCerts" . | fromJson).ca | b64enc }}
+{{- else if eq $mode "existingSecret" }}
+{{- if .Values.adapter.tls.caBundle }}
+{{- .Values.adapter.tls.caBundle }}
+{{- else }}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace (include "lensing-metrics.adapter.tlsSecretName" .) }}
+{{- $ca := "" }}
+{{- if and $secret $secret.data }}{{ $ca = index $secret.data "ca.crt" | default "" }}{{ end }}
+{{- required (printf "adapter.tls.caBundle: with tls.mode=existingSecret set it to the base64 PEM of the CA that signed Secret %s, or add ca.crt to that Secret (not found: lookup sees nothing under helm template)" (include "lensing-metrics.adapter.tlsSecretName" .)) $ca }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Checks of combinations the schema cannot express. */}}
+{{- define "lensing-metrics.validate" -}}
+{{- if and (or .Values.exporter.enabled .Values.adapter.enabled) (not (include "lensing-metrics.brokerConfigured" .)) }}
+{{- fail "broker: set broker.url or broker.existingSecret (the exporter and the adapter read the Celery broker)" }}
+{{- end }}
+{{- if and .Values.adapter.enabled .Values.adapter.customMetrics.enabled (not .Values.adapter.customMetrics.prometheusUrl) }}
+{{- fail "adapter.customMetrics.prometheusUrl: set the Prometheus URL the custom.metrics.k8s.io API reads, e.g. http://kube-prometheus-stack-prometheus.monitoring.svc:9090" }}
+{{- end }}
+{{- if and .Values.workerHPA.enabled (gt (int .Values.workerHPA.minReplicas) (int .Values.workerHPA.maxReplicas)) }}
+{{- fail (printf "workerHPA: minReplicas %d is above maxReplicas %d" (int .Values.workerHPA.minReplicas) (int .Values.workerHPA.maxReplicas)) }}
+{{- end }}
+{{- end }}
+
+{{/* prometheus-operator objects render when the API is served or when forced. */}}
+{{- define "lensing-metrics.monitoringEnabled" -}}
+{{- if or .Values.monitoring.force (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1") }}true{{ end }}
+{{- end }}
+
+{{- define "lensing-metrics.monitoringLabels" -}}
+{{- with .Values.monitoring.additionalLabels }}{{ toYaml . }}{{ end }}
+{{- end }}
+
+{{/* Lower-case DNS-1123 name fragment of a file name. */}}
+{{- define "lensing-metrics.fileSlug" -}}
+{{- . | base | trimSuffix (ext .) | lower | regexReplaceAll "[^a-z0-9-]+" "-" | trimAll "-" }}
+{{- end }}

@@ -1,0 +1,148 @@
+"""The adapter's serving certificate in every tls.mode, and the APIService that trusts it."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from tests.chart.conftest import CHART, NAMESPACE, RELEASE, Renders, helm
+from tests.chart.fake_apiserver import fake_apiserver
+
+SERVICE = f"{RELEASE}-lensing-metrics-adapter"
+DNS_NAMES = {
+    SERVICE,
+    f"{SERVICE}.{NAMESPACE}",
+    f"{SERVICE}.{NAMESPACE}.svc",
+    f"{SERVICE}.{NAMESPACE}.svc.cluster.local",
+}
+
+
+def b64pem(value: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(base64.b64decode(value))
+
+
+def test_generated_certificate_verifies_against_the_ca_bundle(renders: Renders) -> None:
+    r = renders.get("default")
+    secret = r.one("Secret", "-adapter-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    api = r.one("APIService")
+    ca = b64pem(api["spec"]["caBundle"])
+    assert base64.b64decode(secret["data"]["ca.crt"]) == base64.b64decode(api["spec"]["caBundle"])
+    cert = b64pem(secret["data"]["tls.crt"])
+    cert.verify_directly_issued_by(ca)  # raises unless ca signed cert
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+    sans = set(
+        cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    )
+    assert sans >= DNS_NAMES
+    assert api["spec"]["service"]["name"] == SERVICE
+    now = datetime.datetime.now(datetime.UTC)
+    assert cert.not_valid_before_utc <= now < cert.not_valid_after_utc
+    assert cert.not_valid_after_utc - now > datetime.timedelta(days=3000)  # validityDays 3650
+    key = load_pem_private_key(base64.b64decode(secret["data"]["tls.key"]), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
+    assert key.public_key().public_numbers() == cert.public_key().public_numbers()  # type: ignore[union-attr]
+    # the pods roll when the certificate changes, and mount exactly this Secret
+    spec = r.one("Deployment", "-adapter")["spec"]["template"]
+    assert spec["metadata"]["annotations"]["checksum/tls"]
+    volume = next(v for v in spec["spec"]["volumes"] if v["name"] == "serving-cert")
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+
+
+def test_cert_manager_mode_injects_the_ca(renders: Renders) -> None:
+    r = renders.get("tls-cert-manager")
+    assert not [s for s in r.of_kind("Secret") if s["type"] == "kubernetes.io/tls"]
+    api = r.one("APIService")
+    assert "caBundle" not in api["spec"] and "insecureSkipTLSVerify" not in api["spec"]
+    cert = r.one("Certificate", "-adapter")
+    assert api["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/{cert['metadata']['name']}"
+    assert set(cert["spec"]["dnsNames"]) == DNS_NAMES
+    assert cert["spec"]["secretName"] == f"{RELEASE}-lensing-metrics-adapter-tls"
+    assert "server auth" in cert["spec"]["usages"]
+    issuers = {i["metadata"]["name"]: i["spec"] for i in r.of_kind("Issuer")}
+    assert cert["spec"]["issuerRef"]["name"] in issuers
+    ca_cert = r.one("Certificate", "-adapter-ca")
+    assert ca_cert["spec"]["isCA"] is True and ca_cert["spec"]["issuerRef"]["name"] in issuers
+    volume = next(
+        v for v in r.one("Deployment", "-adapter")["spec"]["template"]["spec"]["volumes"] if v["name"] == "serving-cert"
+    )
+    assert volume["secret"]["secretName"] == cert["spec"]["secretName"]
+
+
+def test_existing_secret_mode_uses_the_given_ca(renders: Renders) -> None:
+    r = renders.get("tls-existing-secret")
+    assert not [s for s in r.of_kind("Secret") if s["type"] == "kubernetes.io/tls"]
+    assert r.one("APIService")["spec"]["caBundle"] == renders.existing_ca_b64
+    volume = next(
+        v for v in r.one("Deployment", "-adapter")["spec"]["template"]["spec"]["volumes"] if v["name"] == "serving-cert"
+    )
+    assert volume["secret"]["secretName"] == "adapter-serving"
+
+
+def test_existing_secret_without_a_ca_fails_with_a_message() -> None:
+    proc = helm(
+        "template", RELEASE, str(CHART), "-n", NAMESPACE,
+        "--set", "adapter.tls.mode=existingSecret", "--set", "adapter.tls.existingSecret=adapter-serving",
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "adapter.tls.caBundle" in proc.stderr
+
+
+def test_insecure_skip_tls_verify_only_when_asked_by_name(renders: Renders) -> None:
+    for name in ("default", "tls-cert-manager", "tls-existing-secret", "full"):
+        for api in renders.get(name).of_kind("APIService"):
+            assert "insecureSkipTLSVerify" not in api["spec"], name
+    api = renders.get("insecure-by-name").one("APIService")
+    assert api["spec"]["insecureSkipTLSVerify"] is True and "caBundle" not in api["spec"]
+
+
+def server_render(kubeconfig: Any, *args: str) -> list[dict[str, Any]]:
+    out = helm(
+        "template", RELEASE, str(CHART), "-n", NAMESPACE, "--dry-run=server", "--disable-openapi-validation",
+        "--kubeconfig", str(kubeconfig), *args,
+    ).stdout  # fmt: skip
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_generated_certificate_is_kept_across_upgrades(renders: Renders, tmp_path: Path) -> None:
+    """An upgrade reads the existing Secret back (lookup) and keeps it: the APIService caBundle stays valid."""
+    first = renders.get("default").one("Secret", "-adapter-tls")
+    helm_owned = {"meta.helm.sh/release-name": RELEASE, "meta.helm.sh/release-namespace": NAMESPACE}
+    installed = {**first, "metadata": {**first["metadata"], "annotations": helm_owned}}
+    with fake_apiserver([installed], tmp_path / "kubeconfig") as kubeconfig:
+        docs = server_render(kubeconfig)
+    again = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-adapter-tls"))
+    assert again["data"] == first["data"]
+    api = next(d for d in docs if d["kind"] == "APIService")
+    assert api["spec"]["caBundle"] == first["data"]["ca.crt"]
+    # without the Secret in the cluster a fresh CA is made
+    with fake_apiserver([], tmp_path / "kubeconfig") as kubeconfig:
+        fresh = server_render(kubeconfig, "-s", "templates/adapter-tls.yaml")[0]
+    assert fresh["data"]["ca.crt"] != first["data"]["ca.crt"]
+
+
+def test_existing_secret_mode_reads_the_ca_from_the_secret(renders: Renders, tmp_path: Path) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": "adapter-serving", "namespace": NAMESPACE},
+        "data": {"ca.crt": renders.existing_ca_b64, "tls.crt": "", "tls.key": ""},
+    }
+    with fake_apiserver([secret], tmp_path / "kubeconfig") as kubeconfig:
+        docs = server_render(
+            kubeconfig,
+            "--set",
+            "adapter.tls.mode=existingSecret",
+            "--set",
+            "adapter.tls.existingSecret=adapter-serving",
+        )
+    api = next(d for d in docs if d["kind"] == "APIService")
+    assert api["spec"]["caBundle"] == renders.existing_ca_b64
