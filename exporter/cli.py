@@ -109,10 +109,16 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def build_sources(args: argparse.Namespace) -> list[Source]:
-    """All sources the options ask for. Raises BrokerConfigError for unusable broker settings."""
-    reader = open_reader(args.broker_url, args.transport_options, args.queues)
-    poller = BrokerPoller(reader, args.poll_interval, url_for_logs=args.broker_url)
-    sources: list[Source] = [BrokerSource(poller, ready_within=max(3 * args.poll_interval, 10.0))]
+    """All sources the options ask for. Raises BrokerConfigError for unusable broker settings.
+
+    A broker URL is required, except for a GPU-only exporter (``--gpu on`` and no URL: the DaemonSet
+    on GPU nodes), which serves GPU metrics alone.
+    """
+    sources: list[Source] = []
+    if args.broker_url or args.gpu != "on":
+        reader = open_reader(args.broker_url, args.transport_options, args.queues)
+        poller = BrokerPoller(reader, args.poll_interval, url_for_logs=args.broker_url)
+        sources.append(BrokerSource(poller, ready_within=max(3 * args.poll_interval, 10.0)))
     for extra in (events.build_source(args), gpu.build_source(args)):
         if extra is not None:
             sources.append(extra)
@@ -126,11 +132,14 @@ def run(args: argparse.Namespace) -> int:
     except BrokerConfigError as exc:
         print(f"lensing-metrics exporter: error: {exc}", file=sys.stderr)
         return 2
-    log.info(
-        "watching %s (%s)",
-        redact_url(args.broker_url),
-        ", ".join(args.queues) if args.queues else "queues discovered from the broker",
-    )
+    if args.broker_url:
+        log.info(
+            "watching %s (%s)",
+            redact_url(args.broker_url),
+            ", ".join(args.queues) if args.queues else "queues discovered from the broker",
+        )
+    else:
+        log.info("no broker URL: serving GPU metrics only")
     exporter = Exporter(sources)
     try:
         asyncio.run(exporter.serve(*args.listen))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +35,12 @@ def add_option(
             else:
                 value = type(raw)
         except (ValueError, argparse.ArgumentTypeError) as exc:
-            parser.error(f"environment variable {env}={raw!r}: {exc}")
+            message = f"environment variable {env}={raw!r}: {exc}"
+            if hasattr(parser, "error"):
+                parser.error(message)
+            # an argument group has no error(); report the same way argparse does
+            print(f"error: {message}", file=sys.stderr)
+            raise SystemExit(2) from None
     suffix = f" [env {env}]"
     if action == "append":
         # argparse appends to the default list: give it a copy so the env list is replaced, not extended
