@@ -64,7 +64,9 @@ def populate(client: redis.Redis, queues: int, inflight: int, per_level: int) ->
         pipe.sadd(f"_kombu.binding.{name}", f"{name}{SEP}{SEP}{name}")
         for step in STEPS:
             key = name if step == 0 else f"{name}{SEP}{step}"
-            pipe.lpush(key, *[json.dumps({"body": "e30=", "headers": {"id": f"{name}-{step}-{n}"}}) for n in range(per_level)])
+            pipe.lpush(
+                key, *[json.dumps({"body": "e30=", "headers": {"id": f"{name}-{step}-{n}"}}) for n in range(per_level)]
+            )
         if i % 100 == 99:
             pipe.execute()
     pipe.execute()
@@ -99,7 +101,19 @@ def main() -> int:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="lm-bench-")
     server = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", workdir],
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -138,8 +152,19 @@ def main() -> int:
 
         http_port = free_port()
         exporter = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "--broker-url", url, "--listen", f"127.0.0.1:{http_port}",
-             "--poll-interval", "1", "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "--broker-url",
+                url,
+                "--listen",
+                f"127.0.0.1:{http_port}",
+                "--poll-interval",
+                "1",
+                "--log-level",
+                "warning",
+            ],
             cwd=REPO,
         )
         wait_port(http_port)
@@ -162,19 +187,30 @@ def main() -> int:
 
         read_median = statistics.median(reads)
         base_median = statistics.median(baseline)
-        print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, redis-server {client.info()['redis_version']}")
-        print(f"{args.queues} queues x {len(STEPS)} priority levels ({expected_waiting} waiting each), "
-              f"{args.inflight} in flight x 10 KB")
+        print(
+            f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+            f"redis-server {client.info()['redis_version']}"
+        )
+        print(
+            f"{args.queues} queues x {len(STEPS)} priority levels ({expected_waiting} waiting each), "
+            f"{args.inflight} in flight x 10 KB"
+        )
         print(f"first read (discovery + learning {args.inflight} in-flight tags): {ms(first_read)}")
         print(f"discovery alone (SCAN + SMEMBERS, every 10 s): {ms(discovery)}")
         print(f"read:    median {ms(read_median)}  p99 {ms(percentile(reads, 0.99))}   (target median <= 25 ms)")
-        print(f"scrape:  median {ms(statistics.median(scrapes))}  p99 {ms(percentile(scrapes, 0.99))}  "
-              f"{size / 1024:.0f} KB   (target median <= 10 ms)")
+        print(
+            f"scrape:  median {ms(statistics.median(scrapes))}  p99 {ms(percentile(scrapes, 0.99))}  "
+            f"{size / 1024:.0f} KB   (target median <= 10 ms)"
+        )
         print(f"exporter RSS: {rss / 2**20:.1f} MB   (target <= 80 MB)")
-        print(f"baseline per-queue LLEN loop (bare list only): median {ms(base_median)}  "
-              f"p99 {ms(percentile(baseline, 0.99))}")
-        print(f"ratio baseline / read: {base_median / read_median:.1f}x "
-              f"(the baseline reads {args.queues} keys; the reader {args.queues * len(STEPS)} keys + the unacked hash)")
+        print(
+            f"baseline per-queue LLEN loop (bare list only): median {ms(base_median)}  "
+            f"p99 {ms(percentile(baseline, 0.99))}"
+        )
+        print(
+            f"ratio baseline / read: {base_median / read_median:.1f}x "
+            f"(the baseline reads {args.queues} keys; the reader {args.queues * len(STEPS)} keys + the unacked hash)"
+        )
         return 0
     finally:
         if exporter is not None:

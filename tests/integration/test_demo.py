@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,4 +36,5 @@ def test_demo_shows_backlog_and_inflight_then_stops_everything() -> None:
     pids = {int(p) for p in re.findall(r"pid (\d+)", out)}
     assert len(pids) == 2  # redis-server and the worker
     for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+        status = Path(f"/proc/{pid}/status")
+        assert not status.exists() or "zombie" in status.read_text().lower()
