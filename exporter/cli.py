@@ -22,9 +22,9 @@ log = logging.getLogger("exporter")
 DESCRIPTION = """\
 Serve Celery queue depth (waiting, in flight, delayed), Celery event metrics and GPU metrics to Prometheus.
 
-The broker is read in the background every --poll-interval seconds with one pipelined round trip
-(Redis); /metrics answers from the last read. While the broker cannot be read, the queue series are
-absent and celery_broker_up is 0: never a made-up zero.
+The broker is read in the background every --poll-interval seconds (Redis: one round trip per read,
+whatever the number of queues); /metrics answers from the last read. While the broker cannot be read,
+the queue series are absent and celery_broker_up is 0: never a made-up zero. Reads retry with backoff.
 """
 
 
