@@ -172,11 +172,10 @@ class RedisQueueReader(QueueReader):
                 self._tag_route[tag] = _route_of(raw)
 
     # -- the read -----------------------------------------------------------------------------
-    def _packed_read(self, queues: tuple[str, ...]) -> list[bytes]:
+    def _packed_read(self, queues: tuple[str, ...], connection: Any) -> list[bytes]:
         """The EVAL command of this queue set, packed once per set (packing thousands of keys is not free)."""
         if self._packed is None or self._packed[0] != queues:
             keys = [key for queue in queues for key in self.list_keys(queue)]
-            connection = self.client.connection_pool.make_connection()
             packed = connection.pack_command(
                 "EVAL", READ_SCRIPT, len(keys) + 1, *keys, self.unacked_key, len(self.priority_steps)
             )
@@ -188,7 +187,7 @@ class RedisQueueReader(QueueReader):
         pool = self.client.connection_pool
         connection = pool.get_connection()
         try:
-            connection.send_packed_command(self._packed_read(queues))
+            connection.send_packed_command(self._packed_read(queues, connection))
             reply = connection.read_response()
         except redis.ResponseError as exc:
             pool.release(connection)
