@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from exporter.brokers import open_reader  # noqa: E402
+from lensing_metrics.localredis import start_redis_server  # noqa: E402
 
 SEP = "\x06\x16"
 STEPS = (0, 3, 6, 9)
@@ -100,23 +101,7 @@ def main() -> int:
 
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="lm-bench-")
-    server = subprocess.Popen(
-        [
-            "redis-server",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_redis_server(port, workdir)
     exporter: subprocess.Popen[bytes] | None = None
     try:
         wait_port(port)

@@ -31,6 +31,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from lensing_metrics.localredis import start_redis_server
+
 QUEUES = ("analyses", "cpu")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -153,23 +155,7 @@ class LocalRedis:
         self.fake: object | None = None
         binary = shutil.which("redis-server")
         if binary:
-            self.proc = subprocess.Popen(
-                [
-                    binary,
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    self.dir,
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            self.proc = start_redis_server(self.port, self.dir, binary=binary)
             self.kind = f"private redis-server, pid {self.proc.pid}"
         else:
             from fakeredis import TcpFakeServer
