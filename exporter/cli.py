@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -21,9 +22,9 @@ log = logging.getLogger("exporter")
 DESCRIPTION = """\
 Serve Celery queue depth (waiting, in flight, delayed), Celery event metrics and GPU metrics to Prometheus.
 
-The broker is read in the background every --poll-interval seconds with one pipelined round trip
-(Redis); /metrics answers from the last read. While the broker cannot be read, the queue series are
-absent and celery_broker_up is 0: never a made-up zero.
+The broker is read in the background every --poll-interval seconds (Redis: one round trip per read,
+whatever the number of queues); /metrics answers from the last read. While the broker cannot be read,
+the queue series are absent and celery_broker_up is 0: never a made-up zero. Reads retry with backoff.
 """
 
 
@@ -44,9 +45,11 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="KEY=VALUE",
         env="CELERY_BROKER_TRANSPORT_OPTIONS",
+        env_parser=transport_options_from_env,
         help="Celery broker_transport_options entry, repeatable; VALUE may be JSON. Redis: global_keyprefix, "
-        "sep, priority_steps, unacked_key, master_name; RabbitMQ: management_url (enables discovery "
-        "and in-flight counts); SQS: queue_name_prefix, predefined_queues, region, endpoint_url",
+        "sep, priority_steps, unacked_key, master_name, sentinel_kwargs; RabbitMQ: management_url (enables "
+        "discovery and in-flight counts); SQS: queue_name_prefix, predefined_queues, region, endpoint_url. "
+        "The variable holds a JSON object or KEY=VALUE entries separated by ';'",
     )
     add_option(
         parser,
@@ -67,6 +70,20 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
         env="LENSING_POLL_INTERVAL",
         help="seconds between broker reads (default 1)",
     )
+
+
+def transport_options_from_env(raw: str) -> list[str]:
+    """``{"global_keyprefix": "app:"}`` or ``global_keyprefix=app:;sep=.`` as KEY=VALUE items."""
+    text = raw.strip()
+    if text.startswith("{"):
+        try:
+            mapping = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON object: {exc}") from None
+        if not isinstance(mapping, dict):
+            raise ValueError("expected a JSON object")
+        return [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in mapping.items()]
+    return [item.strip() for item in text.split(";") if item.strip()]
 
 
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,10 +126,16 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def build_sources(args: argparse.Namespace) -> list[Source]:
-    """All sources the options ask for. Raises BrokerConfigError for unusable broker settings."""
-    reader = open_reader(args.broker_url, args.transport_options, args.queues)
-    poller = BrokerPoller(reader, args.poll_interval, url_for_logs=args.broker_url)
-    sources: list[Source] = [BrokerSource(poller, ready_within=max(3 * args.poll_interval, 10.0))]
+    """All sources the options ask for. Raises BrokerConfigError for unusable broker settings.
+
+    A broker URL is required, except for a GPU-only exporter (``--gpu on`` and no URL: the DaemonSet
+    on GPU nodes), which serves GPU metrics alone.
+    """
+    sources: list[Source] = []
+    if args.broker_url or args.gpu != "on":
+        reader = open_reader(args.broker_url, args.transport_options, args.queues)
+        poller = BrokerPoller(reader, args.poll_interval, url_for_logs=args.broker_url)
+        sources.append(BrokerSource(poller, ready_within=max(3 * args.poll_interval, 10.0)))
     for extra in (events.build_source(args), gpu.build_source(args)):
         if extra is not None:
             sources.append(extra)
@@ -126,11 +149,14 @@ def run(args: argparse.Namespace) -> int:
     except BrokerConfigError as exc:
         print(f"lensing-metrics exporter: error: {exc}", file=sys.stderr)
         return 2
-    log.info(
-        "watching %s (%s)",
-        redact_url(args.broker_url),
-        ", ".join(args.queues) if args.queues else "queues discovered from the broker",
-    )
+    if args.broker_url:
+        log.info(
+            "watching %s (%s)",
+            redact_url(args.broker_url),
+            ", ".join(args.queues) if args.queues else "queues discovered from the broker",
+        )
+    else:
+        log.info("no broker URL: serving GPU metrics only")
     exporter = Exporter(sources)
     try:
         asyncio.run(exporter.serve(*args.listen))

@@ -1,16 +1,162 @@
-"""GPU metrics from NVML, attributed to Celery work. Filled in by issue #4."""
+"""GPU metrics from NVML, attributed to Celery work.
+
+Modules: ``nvml`` (the one NVML session), ``device`` (one read of one card), ``busy`` (busy and idle
+seconds from NVML's sample buffer), ``xid`` (XID event thread), ``attribution`` + ``celery_hook``
+(GPU process -> Celery task), ``sampler`` (background cycle, snapshots), ``collector`` (families).
+Kept free of heavy imports: workers import ``exporter.gpu.celery_hook`` through this package.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from exporter.sources import Source
+from lensing_metrics.options import add_option, positive_float
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
+    from exporter.gpu.sampler import GpuSampler
+    from exporter.sources import Source
+
+log = logging.getLogger(__name__)
+
+GPU_MODES = ("auto", "on", "off")
+
+
+def _gpu_mode(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in GPU_MODES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(GPU_MODES)}, got {text!r}")
+    return mode
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a ratio from 0 up to (not including) 1, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text!r}")
+    return int(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the GPU collector (added to `lensing-metrics exporter`)."""
+    # no argument group: add_option reports a bad environment value through parser.error
+    add_option(
+        parser,
+        "--gpu",
+        env="LENSING_GPU",
+        default="auto",
+        type=_gpu_mode,
+        nargs="?",
+        const="on",
+        metavar="auto|on|off",
+        help="GPU metrics from NVML: auto (default) = on where NVML loads, nothing where there is no NVIDIA "
+        "driver; on (or bare --gpu) = always, a missing NVML is nvml_up 0; off = never",
+    )
+    add_option(
+        parser,
+        "--gpu-sample-interval",
+        type=positive_float,
+        default=2.0,
+        metavar="SECONDS",
+        env="LENSING_GPU_SAMPLE_INTERVAL",
+        help="seconds between GPU reads (default 2); /metrics answers from the last read",
+    )
+    add_option(
+        parser,
+        "--gpu-idle-threshold",
+        type=_ratio,
+        default=0.05,
+        metavar="RATIO",
+        env="LENSING_GPU_IDLE_THRESHOLD",
+        help="utilization at or below which an allocated GPU counts as idle in gpu_idle_allocated_seconds_total "
+        "(default 0.05)",
+    )
+    add_option(
+        parser,
+        "--gpu-task-dir",
+        default="/run/lensing-metrics/gpu-tasks",
+        metavar="PATH",
+        env="LENSING_GPU_TASK_DIR",
+        help="directory where workers importing exporter.gpu.celery_hook publish their running task "
+        "(default /run/lensing-metrics/gpu-tasks); the same variable configures the workers",
+    )
+    add_option(
+        parser,
+        "--gpu-max-task-names",
+        type=_positive_int,
+        default=200,
+        metavar="N",
+        env="LENSING_GPU_MAX_TASK_NAMES",
+        help="most distinct task (and queue) label values on celery_task_gpu_*; later ones are 'other' (default 200)",
+    )
+    add_option(
+        parser,
+        "--gpu-pod-resources-socket",
+        default="/var/lib/kubelet/pod-resources/kubelet.sock",
+        metavar="PATH",
+        env="LENSING_GPU_POD_RESOURCES_SOCKET",
+        help="the kubelet's pod-resources socket; when it is there (mounted read-only) and grpcio is installed, "
+        "per-GPU series get pod, namespace, container labels; '' turns this off",
+    )
 
 
-def build_source(args: argparse.Namespace) -> Source | None:
-    """The GPU sampler source, or None when --gpu is off or NVML is absent and not asked for."""
-    return None
+class GpuSource:
+    """The GPU sampler and its collector. It never decides readiness: a node without a GPU is healthy."""
+
+    name = "gpu"
+
+    def __init__(self, sampler: GpuSampler) -> None:
+        self.sampler = sampler
+
+    def start(self) -> None:
+        self.sampler.start()
+
+    def stop(self) -> None:
+        self.sampler.stop()
+
+    def collectors(self) -> Iterable[Collector]:
+        from exporter.gpu.collector import GpuCollector
+
+        return [GpuCollector(self.sampler)]
+
+    def readiness(self) -> None:
+        return None
+
+
+def build_source(args: argparse.Namespace, nvml: Any = None) -> Source | None:
+    """The GPU sampler source, or None when --gpu is off, or auto and NVML is absent.
+
+    ``nvml`` replaces the ``pynvml`` module (the tests pass a fake NVML)."""
+    from exporter.gpu.attribution import TaskAttributor
+    from exporter.gpu.nvml import ABSENT_REASONS, load_pynvml
+    from exporter.gpu.podresources import DEFAULT_SOCKET, open_client
+    from exporter.gpu.sampler import GpuSampler
+
+    mode = getattr(args, "gpu", "auto") or "auto"
+    if mode == "off":
+        return None
+    sampler = GpuSampler(
+        nvml if nvml is not None else load_pynvml(),
+        interval=getattr(args, "gpu_sample_interval", 2.0),
+        idle_threshold=getattr(args, "gpu_idle_threshold", 0.05),
+        attributor=TaskAttributor(
+            getattr(args, "gpu_task_dir", "/run/lensing-metrics/gpu-tasks"), getattr(args, "gpu_max_task_names", 200)
+        ),
+    )
+    reason = sampler.open(
+        log_failure=mode == "on"
+    )  # NVML is initialised here, once; the sampler re-opens only after a fault
+    if reason in ABSENT_REASONS and mode == "auto":
+        log.info("no NVIDIA driver or NVML here (%s): GPU metrics off; --gpu=on exports nvml_up 0 instead", reason)
+        return None
+    sampler.allocations = open_client(getattr(args, "gpu_pod_resources_socket", DEFAULT_SOCKET))
+    return GpuSource(sampler)

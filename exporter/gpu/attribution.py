@@ -1,0 +1,53 @@
+"""GPU processes (host PIDs from NVML) -> the Celery queue and task each one is running.
+
+Reads what :mod:`exporter.gpu.celery_hook` writes in the workers: one file per pool process that is
+running a task, named by the process's ``<namespace pid>-<start time>`` key. Only the files of the PIDs
+NVML lists are opened: the cost is two /proc reads and one small file per GPU process per cycle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from exporter.gpu.celery_hook import process_key
+
+OTHER = "other"
+
+
+class BoundedLabel:
+    """At most ``limit`` distinct values; later new ones become ``"other"``, so a flood of task names
+    (or a misbehaving worker) cannot grow the series count without bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self.seen:
+            return value
+        if len(self.seen) >= self.limit:
+            return OTHER
+        self.seen.add(value)
+        return value
+
+
+class TaskAttributor:
+    def __init__(self, task_dir: str, max_task_names: int, proc: str = "/proc") -> None:
+        self.task_dir = task_dir
+        self.proc = proc
+        self.tasks = BoundedLabel(max_task_names)
+        self.queues = BoundedLabel(max_task_names)
+
+    def lookup(self, host_pid: int) -> tuple[str, str] | None:
+        """(queue, task) the process is running now, or None (not a Celery worker, idle, or not visible)."""
+        key = process_key(host_pid, self.proc)
+        if key is None:
+            return None
+        try:
+            with open(os.path.join(self.task_dir, f"{key}.json"), encoding="utf-8") as published:
+                record = json.load(published)
+            queue, task = str(record["queue"]), str(record["task"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return self.queues(queue[:200]), self.tasks(task[:200])
