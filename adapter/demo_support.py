@@ -114,12 +114,15 @@ def start_adapter(
     env: Mapping[str, str] | None = None,
     port: int | None = None,
     timeout: float = 30.0,
+    client_ca: CertificateAuthority | None = None,
+    client_ca_flag: bool = True,
 ) -> RunningAdapter:
     """Start `python -m adapter` on 127.0.0.1 with a self-signed serving certificate in ``workdir/certs``,
-    a client CA in ``workdir`` and a kubeconfig whose user (CN demo, O system:masters) it trusts."""
+    a client CA in ``workdir`` and a kubeconfig whose user (CN demo, O system:masters) it trusts.
+    ``client_ca_flag=False`` leaves --client-ca-file out (the CA then comes from the cluster's ConfigMap)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    ca = CertificateAuthority("lensing-demo-client-ca")
+    ca = client_ca or CertificateAuthority("lensing-demo-client-ca")
     (workdir / "client-ca.crt").write_bytes(ca.cert_pem)
     client = ca.issue("demo", ["system:masters"])
     log_path = workdir / "adapter.log"
@@ -133,8 +136,7 @@ def start_adapter(
         str(port),
         "--cert-dir",
         str(workdir / "certs"),
-        "--client-ca-file",
-        str(workdir / "client-ca.crt"),
+        *(["--client-ca-file", str(workdir / "client-ca.crt")] if client_ca_flag else []),
         *broker_args,
         *extra_args,
     ]
