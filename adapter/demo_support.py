@@ -75,6 +75,7 @@ class RunningAdapter:
     client_ca: CertificateAuthority
     log_path: Path
     extra: dict[str, Any] = field(default_factory=dict)
+    server_ca_file: Path | None = None  # what verifies the serving certificate (default: the self-signed one)
 
     @property
     def url(self) -> str:
@@ -82,7 +83,8 @@ class RunningAdapter:
 
     @property
     def serving_cert(self) -> Path:
-        return self.workdir / "certs" / "apiserver.crt"
+        """The file a client trusts for the adapter's serving certificate."""
+        return self.server_ca_file or self.workdir / "certs" / "apiserver.crt"
 
     def client_ssl_context(self, client: Issued | None = None) -> ssl.SSLContext:
         """An SSL context that trusts the adapter and presents ``client`` (default: the kubeconfig's user)."""
@@ -116,9 +118,11 @@ def start_adapter(
     timeout: float = 30.0,
     client_ca: CertificateAuthority | None = None,
     client_ca_flag: bool = True,
+    server_ca_file: Path | None = None,
 ) -> RunningAdapter:
     """Start `python -m adapter` on 127.0.0.1 with a self-signed serving certificate in ``workdir/certs``,
     a client CA in ``workdir`` and a kubeconfig whose user (CN demo, O system:masters) it trusts.
+    ``server_ca_file``: the CA of a serving certificate given with --tls-cert-file.
     ``client_ca_flag=False`` leaves --client-ca-file out (the CA then comes from the cluster's ConfigMap)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -148,7 +152,9 @@ def start_adapter(
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(repo), **(env or {})},
         )
-    running = RunningAdapter(process, port, workdir, workdir / "kubeconfig", ca, log_path, {"client": client})
+    running = RunningAdapter(
+        process, port, workdir, workdir / "kubeconfig", ca, log_path, {"client": client}, server_ca_file
+    )
     deadline = time.monotonic() + timeout
     while not running.serving_cert.exists() or not _healthy(running):
         if process.poll() is not None or time.monotonic() > deadline:
