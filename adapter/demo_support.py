@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
+import json
 import math
 import os
 import shlex
+import shutil
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -217,3 +221,67 @@ def hpa_line(items: Sequence[Mapping[str, Any]], current_replicas: int) -> str:
         f"worker HPA (AverageValue {HPA_TARGET_AVERAGE}, min {HPA_MIN_REPLICAS}, max {HPA_MAX_REPLICAS}): "
         f"metric total {total:g} with {current_replicas} replicas -> {desired} replicas"
     )
+
+
+class AdapterDemo:
+    """The demo's adapter: started on a free port with its files in a temporary directory; ``lines`` is the
+    demo view's hook (what `kubectl get --raw` shows now, and what the worker HPA would do with it)."""
+
+    SYNC_PERIOD = 15.0  # the HPA controller's --horizontal-pod-autoscaler-sync-period default
+
+    def __init__(self, broker_url: str, workdir: Path | None = None) -> None:
+        self._own_dir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="lm-demo-adapter-"))
+        self.running = start_adapter(self.workdir, ["--broker-url", broker_url, "--log-level", "warning"])
+        repo_kubectl = Path(__file__).resolve().parents[1] / ".tools" / "bin" / "kubectl"
+        self.kubectl = str(repo_kubectl) if repo_kubectl.exists() else (shutil.which("kubectl") or "kubectl")
+        self._context = self.running.client_ssl_context()
+        self._conn: http.client.HTTPSConnection | None = None
+        self.replicas = HPA_MIN_REPLICAS
+        self._next_sync = time.monotonic() + self.SYNC_PERIOD
+
+    def header_lines(self) -> list[str]:
+        return [
+            f"adapter: {self.running.url} (external.metrics.k8s.io), kubeconfig {self.running.kubeconfig}",
+            f"  what the HPA sees: {kubectl_command(self.running.kubeconfig, self.kubectl)}",
+        ]
+
+    def _items(self, metric: str) -> list[dict[str, Any]]:
+        if self._conn is None:
+            self._conn = http.client.HTTPSConnection("127.0.0.1", self.running.port, context=self._context, timeout=5)
+        try:
+            self._conn.request("GET", value_path(metric=metric))
+            response = self._conn.getresponse()
+            body = json.loads(response.read())
+        except (OSError, http.client.HTTPException, ValueError):
+            self._conn.close()
+            self._conn = None
+            raise
+        if response.status != 200:
+            raise RuntimeError(f"{response.status} {body.get('reason')}: {body.get('message')}")
+        return list(body["items"])
+
+    def lines(self, _metrics: object = None) -> list[str]:
+        try:
+            length, backlog = self._items("celery_queue_length"), self._items("celery_queue_backlog")
+        except (OSError, RuntimeError, ValueError, http.client.HTTPException) as exc:
+            return ["", f"adapter: no value ({exc}); the HPA would keep {self.replicas} replicas"]
+        now = time.monotonic()
+        total_length = sum((parse_quantity(str(i["value"])) for i in length), Decimal(0))
+        if now >= self._next_sync:  # a simulated HPA, syncing every 15 s on celery_queue_length
+            self.replicas = hpa_desired_replicas(self.replicas, total_length)
+            self._next_sync = now + self.SYNC_PERIOD
+        on_backlog = hpa_desired_replicas(self.replicas, sum(parse_quantity(str(i["value"])) for i in backlog))
+        return [
+            "",
+            f"adapter: celery_queue_length{{queue=analyses}} = {length[0]['value']}, "
+            f"celery_queue_backlog = {backlog[0]['value']} (read at {length[0]['timestamp']})",
+            hpa_line(length, self.replicas) + f" (on celery_queue_backlog: {on_backlog})",
+        ]
+
+    def stop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self.running.stop()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
