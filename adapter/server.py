@@ -85,7 +85,7 @@ class AdapterServer:
     def web_server(self) -> web.Server:
         """aiohttp's low-level server: every request goes to :meth:`handle`, which routes itself (no
         router, no middleware chain: the per-request cost stays in the adapter's own code)."""
-        return web.Server(self.handle, access_log=None, client_max_size=64 * 1024)
+        return web.Server(self.handle, access_log=None)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
