@@ -12,7 +12,6 @@ import math
 import os
 import shlex
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -29,18 +28,13 @@ import yaml
 
 from adapter.pki import CertificateAuthority, Issued
 from adapter.quantity import parse_quantity
+from lensing_metrics.demo import free_port
 
 #: the platform's worker HPA: External metric, target AverageValue 10, 2..10 replicas
 HPA_TARGET_AVERAGE = 10
 HPA_MIN_REPLICAS = 2
 HPA_MAX_REPLICAS = 10
 HPA_TOLERANCE = 0.1  # the controller's --horizontal-pod-autoscaler-tolerance default
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_kubeconfig(path: Path, server: str, server_ca_pem: bytes, client: Issued, user: str = "demo") -> Path:

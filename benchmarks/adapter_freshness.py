@@ -29,22 +29,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from adapter.demo_support import RunningAdapter, free_port, start_adapter, value_path  # noqa: E402
+from adapter.demo_support import RunningAdapter, free_port, start_adapter, value_path, wait_port  # noqa: E402
+from lensing_metrics.localredis import start_redis_server  # noqa: E402
 
 SCRAPE_INTERVAL = 15
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {port}")
 
 
 class AdapterReader:
@@ -80,13 +68,8 @@ def main() -> int:
     try:
         redis_port, exporter_port, prom_port = free_port(), free_port(), free_port()
         broker = f"redis://127.0.0.1:{redis_port}/0"
-        procs.append(
-            subprocess.Popen(
-                ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "", "--dir", str(work)],
-                stdout=subprocess.DEVNULL,
-            )
-        )
-        wait_port(redis_port)
+        procs.append(start_redis_server(redis_port, str(work)))
+        wait_port(redis_port, 20)
         from celery import Celery
 
         producer = Celery("bench", broker=broker)
@@ -125,7 +108,7 @@ def main() -> int:
             )
         )
         adapter = start_adapter(work / "adapter", ["--broker-url", broker, "--log-level", "warning"])
-        wait_port(prom_port)
+        wait_port(prom_port, 30)
         reader = AdapterReader(adapter)
         deadline = time.monotonic() + 60
         while prometheus_value(prom_port) != reader.value():

@@ -34,7 +34,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from adapter.demo_support import RunningAdapter, free_port, start_adapter, value_path  # noqa: E402
+from adapter.demo_support import RunningAdapter, free_port, start_adapter, value_path, wait_port  # noqa: E402
+from lensing_metrics.localredis import start_redis_server  # noqa: E402
 
 BARE_SERVER = r"""
 import asyncio, ssl, sys
@@ -141,27 +142,12 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lm-bench-load-"))
     redis_port = free_port()
-    redis_proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(redis_port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(work),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    redis_proc = start_redis_server(redis_port, str(work))
     adapter: RunningAdapter | None = None
     bare: subprocess.Popen[bytes] | None = None
     results: dict[str, dict[str, Any]] = {}
     try:
-        time.sleep(0.5)
+        wait_port(redis_port, 20)
         import redis
 
         redis.Redis(port=redis_port).rpush("analyses", *[json.dumps({"n": i}) for i in range(25)])
