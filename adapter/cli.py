@@ -240,8 +240,10 @@ def _kube(path: str) -> KubeClient | None:
 
 def brokers_from(args: argparse.Namespace) -> list[BrokerConfig]:
     if args.config:
-        if args.broker_url:
-            raise ConfigError("give --config or --broker-url, not both")
+        if args.broker_url or args.transport_options or args.queues:
+            raise ConfigError(
+                "--config names the brokers: --broker-url, --broker-transport-option and --queue go in the file"
+            )
         return load_config(args.config)
     if not args.broker_url:
         raise ConfigError("no broker: give --broker-url (or CELERY_BROKER_URL) or --config")

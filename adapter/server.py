@@ -36,7 +36,10 @@ log = logging.getLogger(__name__)
 
 HEALTH_PATHS = ("/healthz", "/livez", "/readyz")
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-cache, private"}
-NOT_FOUND = ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "NotFound", "the server could not find the requested resource")
 
 
 def _kind(path: str) -> str:
@@ -136,17 +139,17 @@ class AdapterServer:
             return web.Response(body=encoder(self.registry), headers={"Content-Type": content_type})
         segments = path.split("/")[1:]
         if not segments or segments[0] != "apis" or "" in segments[1:]:
-            raise NOT_FOUND
+            raise _not_found()
         if len(segments) == 1:
             return json_response(api_group_list(self.providers.values()))
         provider = self.providers.get(segments[1])
         if provider is None:
-            raise NOT_FOUND
+            raise _not_found()
         if len(segments) == 2:
             return json_response(api_group_object(provider))
         version = segments[2]
         if version not in provider.versions:
-            raise NOT_FOUND
+            raise _not_found()
         if len(segments) == 3:
             return json_response(api_resource_list(provider, version))
         answer = await provider.get(ApiRequest(version, tuple(segments[3:]), request.query_string))

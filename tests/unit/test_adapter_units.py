@@ -120,3 +120,41 @@ def test_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["--secure-port", "http"])
     assert exit_info.value.code == 2
+
+
+def test_adapter_metric_families_are_in_the_catalog() -> None:
+    from prometheus_client.registry import CollectorRegistry
+
+    from adapter.config import single_broker
+    from adapter.external import BrokerBinding, BrokerHealthCollector, ExternalMetricsProvider
+    from adapter.metrics import AdapterStats, StatsCollector
+    from exporter.brokers import BrokerSnapshot
+    from exporter.poller import BrokerPoller, PollState
+    from lensing_metrics.catalog import ADAPTER
+
+    class Reader:
+        transport = "redis"
+
+        def read(self) -> BrokerSnapshot:
+            raise AssertionError("not polled in this test")
+
+        def close(self) -> None:
+            pass
+
+    poller = BrokerPoller(Reader(), 1.0)  # type: ignore[arg-type]
+    poller._state = PollState(True, BrokerSnapshot({}, 0.0, 0.0), None, None, 0.0)
+    provider = ExternalMetricsProvider([BrokerBinding(single_broker("redis://x", [], []), poller)])
+    stats = AdapterStats()
+    stats.request(200, "value", 0.001)
+    stats.authn("x509", "success")
+    stats.authz("allow", "always-allow-group")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector(stats))
+    registry.register(BrokerHealthCollector(provider))
+    names = {metric.name for metric in registry.collect()}
+    expected = {name.removesuffix("_total") for name, spec in ADAPTER.items() if "prometheus" not in name}
+    assert names == expected
+    for metric in registry.collect():
+        for sample in metric.samples:
+            spec = ADAPTER.get(sample.name) or ADAPTER.get(metric.name) or ADAPTER[metric.name + "_total"]
+            assert set(sample.labels) - {"le"} == set(spec.labels), sample
