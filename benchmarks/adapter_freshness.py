@@ -29,7 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from adapter.demo_support import RunningAdapter, free_port, start_adapter, value_path, wait_port  # noqa: E402
+from adapter.demo_support import RunningAdapter, start_adapter, value_path  # noqa: E402
+from lensing_metrics.demo import free_port, wait_port  # noqa: E402
 from lensing_metrics.localredis import start_redis_server  # noqa: E402
 
 SCRAPE_INTERVAL = 15
