@@ -90,15 +90,21 @@ def load_kubeconfig(path: str) -> Connection:
         context_ssl = ssl.create_default_context()
     cert = user.get("client-certificate") and str(base / user["client-certificate"])
     key = user.get("client-key") and str(base / user["client-key"])
+    written: list[str] = []
     if user.get("client-certificate-data"):
         cert = _materialise(user["client-certificate-data"], ".crt")
+        written.append(cert)
     if user.get("client-key-data"):
         key = _materialise(user["client-key-data"], ".key")
-    if cert and key:
-        try:
+        written.append(key)
+    try:
+        if cert and key:
             context_ssl.load_cert_chain(cert, key)
-        except (OSError, ssl.SSLError) as exc:
-            raise KubeConfigError(f"kubeconfig {path}: client certificate: {exc}") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise KubeConfigError(f"kubeconfig {path}: client certificate: {exc}") from None
+    finally:
+        for written_path in written:  # loaded into the context: the files are not needed any more
+            os.unlink(written_path)
     token_file = user.get("tokenFile") and str(base / user["tokenFile"])
     return Connection(str(server).rstrip("/"), context_ssl, token=user.get("token"), token_file=token_file)
 
