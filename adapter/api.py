@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,9 +22,18 @@ from prometheus_client.registry import Collector
 _GO_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
+# Text that came from undecodable request bytes (a header, a path) holds lone surrogates; Go's encoder
+# writes U+FFFD for invalid UTF-8, and so does this one.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def go_json(obj: Any) -> bytes:
     """What Go's ``json.Encoder.Encode`` writes: compact, HTML characters escaped, a trailing newline."""
-    return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False).translate(_GO_ESCAPES) + "\n").encode()
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).translate(_GO_ESCAPES) + "\n"
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text).encode()
 
 
 def rfc3339(timestamp: float) -> str:

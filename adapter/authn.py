@@ -173,7 +173,7 @@ class Authenticator:
 def _from_headers(settings: AuthSettings, all_headers: Any) -> UserInfo | None:
     name = ""
     for header in settings.username_headers:
-        name = (all_headers.get(header) or "").strip()
+        name = all_headers.get(header) or ""  # as the API server: the first non-empty one, untrimmed
         if name:
             break
     if not name:

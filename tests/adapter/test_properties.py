@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapter.demo_support import RunningAdapter
+from adapter.pki import CertificateAuthority
 from tests.adapter.conftest import VALUES, Client, Reply
 
 pytestmark = pytest.mark.integration
@@ -71,8 +72,17 @@ def check(reply: Reply) -> None:
 
 
 @pytest.fixture
-def running(redis_url: str, adapter_factory, client_factory) -> Iterator[tuple[RunningAdapter, Client]]:  # type: ignore[no-untyped-def]
-    adapter = adapter_factory(["--broker-url", redis_url, "--poll-interval", "0.5"])
+def running(redis_url: str, adapter_factory, client_factory, tmp_path) -> Iterator[tuple[RunningAdapter, Client]]:  # type: ignore[no-untyped-def]
+    front_ca = CertificateAuthority("front-proxy-ca")
+    (tmp_path / "front-ca.crt").write_bytes(front_ca.cert_pem)
+    adapter = adapter_factory(
+        ["--broker-url", redis_url, "--poll-interval", "0.5"],
+        "--requestheader-client-ca-file",
+        str(tmp_path / "front-ca.crt"),
+        "--requestheader-allowed-names",
+        "front-proxy-client",
+    )
+    adapter.extra["front_proxy"] = client_factory(adapter, front_ca.issue("front-proxy-client"))
     yield adapter, client_factory(adapter)
 
 
@@ -98,10 +108,15 @@ def test_any_selector(running: tuple[RunningAdapter, Client], selector: str, met
 
 
 @PROPERTY_SETTINGS
-@given(headers=st.dictionaries(HEADER_NAMES, HEADER_VALUES, max_size=4), anonymous=st.booleans())
-def test_any_headers(running: tuple[RunningAdapter, Client], headers: dict[str, str], anonymous: bool) -> None:
+@given(
+    headers=st.dictionaries(HEADER_NAMES, HEADER_VALUES, max_size=4),
+    caller=st.sampled_from(["client", "front-proxy", "anonymous"]),
+)
+def test_any_headers(running: tuple[RunningAdapter, Client], headers: dict[str, str], caller: str) -> None:
     adapter, client = running
-    target = Client(adapter, None, anonymous=True) if anonymous else client
+    target = {"client": client, "front-proxy": adapter.extra["front_proxy"]}.get(caller)
+    anonymous = target is None
+    target = target or Client(adapter, None, anonymous=True)
     try:
         reply = target.get(f"{VALUES}/default/celery_queue_length?labelSelector=queue%3Danalyses", headers)
     finally:
@@ -110,3 +125,6 @@ def test_any_headers(running: tuple[RunningAdapter, Client], headers: dict[str, 
     check(reply)
     if anonymous:
         assert reply.status == 401  # no headers make an anonymous caller someone
+    if caller == "front-proxy":
+        named = any(k == "X-Remote-User" and v.strip(" \t") for k, v in headers.items())  # HTTP trims SP, HTAB
+        assert reply.status in ((200, 403, 503) if named else (401,)), (headers, reply.status)

@@ -82,3 +82,24 @@ def test_replaced_certificate_is_used_by_the_next_handshake(  # type: ignore[no-
     serving_ca.issue("adapter-two", client=False, hosts=["127.0.0.1", "localhost"]).write(cert, key)
     assert subject(_served_cert(adapter.port, tmp_path / "serving-ca.crt")) == "CN=adapter-two"
     assert kept_alive.get("/healthz").status == 200  # open connections carry on
+
+
+def test_replaced_client_ca_is_used_for_new_connections(  # type: ignore[no-untyped-def]
+    redis_url: str, adapter_factory, client_factory
+) -> None:
+    adapter = adapter_factory(["--broker-url", redis_url])
+    assert client_factory(adapter).get(LENGTH).status in (200, 503)
+    new_ca = CertificateAuthority("rotated-client-ca")
+    newcomer = new_ca.issue("admin", ["system:masters"])
+    (adapter.workdir / "client-ca.crt").write_bytes(new_ca.cert_pem)
+
+    def accepted() -> bool:
+        client = client_factory(adapter, newcomer)
+        try:
+            return client.get(LENGTH).status in (200, 503)
+        except (ssl.SSLError, OSError):
+            return False  # still the old bundle: the handshake refuses the new CA's certificate
+        finally:
+            client.close()
+
+    wait_for(accepted, 30, interval=0.3, what="a certificate of the new client CA accepted")
