@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from adapter.api import GroupProvider
 from adapter.authconfig import AuthSettingsSource
 from adapter.authn import Authenticator
 from adapter.authz import Authorizer
@@ -74,6 +75,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         opt,
         "--secure-port",
+        metavar="PORT",
         type=port,
         default=6443,
         env="LENSING_ADAPTER_SECURE_PORT",
@@ -82,6 +84,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         opt,
         "--bind-address",
+        metavar="ADDRESS",
         default="0.0.0.0",
         env="LENSING_ADAPTER_BIND_ADDRESS",
         help="address to listen on (default 0.0.0.0)",
@@ -89,6 +92,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         opt,
         "--tls-cert-file",
+        metavar="FILE",
         default="",
         env="LENSING_ADAPTER_TLS_CERT_FILE",
         help="serving certificate (PEM, with intermediates); reloaded when it changes on disk",
@@ -96,6 +100,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         opt,
         "--tls-private-key-file",
+        metavar="FILE",
         default="",
         env="LENSING_ADAPTER_TLS_PRIVATE_KEY_FILE",
         help="private key of --tls-cert-file",
@@ -103,6 +108,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         opt,
         "--cert-dir",
+        metavar="DIR",
         default="apiserver.local.config/certificates",
         env="LENSING_ADAPTER_CERT_DIR",
         help="where a self-signed certificate is written when no --tls-cert-file is given "
@@ -112,6 +118,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         auth,
         "--client-ca-file",
+        metavar="FILE",
         default="",
         env="LENSING_ADAPTER_CLIENT_CA_FILE",
         help="CA bundle for client certificates (user = CN, groups = O); default: from the "
@@ -120,6 +127,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         auth,
         "--requestheader-client-ca-file",
+        metavar="FILE",
         default="",
         env="LENSING_ADAPTER_REQUESTHEADER_CLIENT_CA_FILE",
         help="CA bundle of the front proxy (the aggregator); its certificates may name the user in headers",
@@ -127,6 +135,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         auth,
         "--requestheader-allowed-names",
+        metavar="NAMES",
         type=csv_list,
         default=[],
         env="LENSING_ADAPTER_REQUESTHEADER_ALLOWED_NAMES",
@@ -135,6 +144,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         auth,
         "--requestheader-username-headers",
+        metavar="HEADERS",
         type=csv_list,
         default=[],
         env="LENSING_ADAPTER_REQUESTHEADER_USERNAME_HEADERS",
@@ -143,6 +153,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         auth,
         "--requestheader-group-headers",
+        metavar="HEADERS",
         type=csv_list,
         default=[],
         env="LENSING_ADAPTER_REQUESTHEADER_GROUP_HEADERS",
@@ -151,6 +162,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         auth,
         "--requestheader-extra-headers-prefix",
+        metavar="PREFIXES",
         type=csv_list,
         default=[],
         env="LENSING_ADAPTER_REQUESTHEADER_EXTRA_HEADERS_PREFIX",
@@ -159,6 +171,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         auth,
         "--authentication-kubeconfig",
+        metavar="FILE",
         default="",
         env="LENSING_ADAPTER_AUTHENTICATION_KUBECONFIG",
         help="kubeconfig of the API server for TokenReview and the ConfigMap (default: in-cluster, if any)",
@@ -166,6 +179,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         auth,
         "--authorization-kubeconfig",
+        metavar="FILE",
         default="",
         env="LENSING_ADAPTER_AUTHORIZATION_KUBECONFIG",
         help="kubeconfig of the API server for SubjectAccessReview (default: in-cluster, if any)",
@@ -173,6 +187,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         auth,
         "--authorization-always-allow-paths",
+        metavar="PATHS",
         type=csv_list,
         default=["/healthz", "/readyz", "/livez"],
         env="LENSING_ADAPTER_AUTHORIZATION_ALWAYS_ALLOW_PATHS",
@@ -182,6 +197,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         auth,
         "--authorization-always-allow-groups",
+        metavar="GROUPS",
         type=csv_list,
         default=["system:masters"],
         env="LENSING_ADAPTER_AUTHORIZATION_ALWAYS_ALLOW_GROUPS",
@@ -190,6 +206,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         auth,
         "--authentication-token-webhook-cache-ttl",
+        metavar="DURATION",
         type=duration,
         default=10.0,
         env="LENSING_ADAPTER_TOKEN_CACHE_TTL",
@@ -198,6 +215,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         auth,
         "--authorization-webhook-cache-authorized-ttl",
+        metavar="DURATION",
         type=duration,
         default=10.0,
         env="LENSING_ADAPTER_AUTHORIZED_TTL",
@@ -206,6 +224,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         auth,
         "--authorization-webhook-cache-unauthorized-ttl",
+        metavar="DURATION",
         type=duration,
         default=10.0,
         env="LENSING_ADAPTER_UNAUTHORIZED_TTL",
@@ -215,6 +234,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_option(
         brokers,
         "--config",
+        metavar="FILE",
         default="",
         env="LENSING_ADAPTER_CONFIG",
         help="YAML file of brokers, each bound to namespaces (see docs/adapter.md); replaces --broker-url",
@@ -250,6 +270,13 @@ def brokers_from(args: argparse.Namespace) -> list[BrokerConfig]:
     return [single_broker(args.broker_url, args.transport_options, args.queues)]
 
 
+def build_providers(args: argparse.Namespace) -> list[GroupProvider]:
+    """One provider per API group the adapter serves; the server routes and discovers by group.
+    Raises ConfigError/BrokerConfigError for unusable settings."""
+    bindings = open_bindings(brokers_from(args), args.poll_interval)
+    return [ExternalMetricsProvider(bindings, max_staleness=args.max_staleness)]
+
+
 async def _serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> int:
     stats = AdapterStats()
     authn_kube = _kube(args.authentication_kubeconfig)
@@ -274,10 +301,8 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event | None = None) ->
     hosts = ["localhost", "127.0.0.1", socket.gethostname()]
     cert, key = serving_files(args.tls_cert_file or None, args.tls_private_key_file or None, args.cert_dir, hosts)
     tls = ReloadingServerContext(cert, key, settings)
-    bindings = open_bindings(brokers_from(args), args.poll_interval)
-    provider = ExternalMetricsProvider(bindings, max_staleness=args.max_staleness)
     server = AdapterServer(
-        [provider],
+        build_providers(args),
         Authenticator(settings, authn_kube, stats, token_ttl=args.authentication_token_webhook_cache_ttl),
         Authorizer(
             authz_kube,
