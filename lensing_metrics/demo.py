@@ -351,6 +351,12 @@ def main(argv: list[str] | None = None) -> int:
             stack.enter_context(_stopped_on_exit(exporter.stop))
             url = f"http://127.0.0.1:{exporter.port}/metrics"
             header.append(f"exporter: {url}")
+            from adapter.demo_support import AdapterDemo
+
+            adapter = AdapterDemo(broker_url)
+            stack.enter_context(_stopped_on_exit(adapter.stop))
+            EXTRA_LINES.append(adapter.lines)
+            header.extend(adapter.header_lines())
             header.append("")
             while args.duration is None or time.monotonic() - started < args.duration:
                 metrics, error = None, None
@@ -368,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(args.refresh)
         except KeyboardInterrupt:
             pass
-        print("stopping: exporter, producer, worker, broker", file=sys.stderr)
+        print("stopping: adapter, exporter, producer, worker, broker", file=sys.stderr)
     return 0
 
 
