@@ -1,0 +1,215 @@
+"""custom.metrics.k8s.io from Prometheus: per-pod and per-namespace values of the configured rules.
+
+What the HPA controller asks (``pods/*/<metric>?labelSelector=``) becomes one PromQL query naming the
+pods the selector matches. The pods come from the Kubernetes API when the adapter runs in a cluster;
+with no cluster (local use) every pod Prometheus has in the namespace counts. A pod without a value is
+left out, a selector that matches no pod answers an empty list (as kubernetes-sigs/custom-metrics-apiserver
+does: the HPA controller reads it as "no metrics returned"), and a Prometheus failure is a 503, never 0.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from adapter.custom_rules import CustomRule, PromRules, RuleError, label_matchers, render
+from adapter.prometheus import PrometheusClient, PrometheusError, QueryResult
+
+GROUP = "custom.metrics.k8s.io"
+VERSIONS = ("v1beta2", "v1beta1")
+Requirement = tuple[str, str, Sequence[str]]
+
+
+class CustomMetricsError(Exception):
+    """An answer that is a metav1.Status: ``code`` and ``reason`` as the Kubernetes API uses them."""
+
+    code = 500
+    reason = "InternalError"
+
+
+class MetricNotFound(CustomMetricsError):
+    code = 404
+    reason = "NotFound"
+
+
+class BadRequest(CustomMetricsError):
+    code = 400
+    reason = "BadRequest"
+
+
+class Unavailable(CustomMetricsError):
+    code = 503
+    reason = "ServiceUnavailable"
+
+
+class PodLister(Protocol):
+    """Names of the pods of ``namespace`` matching ``label_selector`` (the Kubernetes selector string)."""
+
+    async def pod_names(self, namespace: str, label_selector: str) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MetricValue:
+    kind: str  # Pod | Namespace
+    name: str
+    namespace: str  # "" for a Namespace
+    metric: str
+    value: float
+    timestamp: float  # when Prometheus evaluated the query
+    window_seconds: int | None
+
+
+class CustomMetricsProvider:
+    def __init__(self, rules: PromRules, prometheus: PrometheusClient, pods: PodLister | None = None) -> None:
+        self.rules = rules
+        self.prometheus = prometheus
+        self.pods = pods
+
+    def resources(self) -> list[tuple[str, str]]:
+        """``(resource, metric)`` of every rule, for discovery."""
+        return [(rule.resource, rule.name) for rule in self.rules.custom]
+
+    def _rule(self, resource: str, metric: str) -> CustomRule:
+        rule = self.rules.custom_rule(resource, metric)
+        if rule is None:
+            raise MetricNotFound(f"the server could not find the metric {metric} for {resource}")
+        return rule
+
+    @staticmethod
+    def _matchers(rule: CustomRule, metric_selector: Sequence[Requirement]) -> str:
+        if not metric_selector:
+            return ""
+        if not rule.takes_metric_selector:
+            raise BadRequest(
+                f"metric {rule.name} for {rule.resource} takes no metricLabelSelector "
+                "(its query in the config file has no <matchers>)"
+            )
+        try:
+            return label_matchers(metric_selector)
+        except RuleError as exc:
+            raise BadRequest(f"metricLabelSelector: {exc}") from None
+
+    async def pods_by_selector(
+        self, namespace: str, metric: str, label_selector: str, metric_selector: Sequence[Requirement] = ()
+    ) -> list[MetricValue]:
+        rule = self._rule("pods", metric)
+        matchers = self._matchers(rule, metric_selector)
+        names: list[str] | None = None
+        if self.pods is not None:
+            names = await self.pods.pod_names(namespace, label_selector)
+            if not names:
+                return []
+        result = await self._prom(render(rule.query, namespace=namespace, pods=names, matchers=matchers))
+        wanted = None if names is None else set(names)
+        values = []
+        for sample in result.samples:
+            pod = sample.labels.get("pod")
+            if pod is None or (wanted is not None and pod not in wanted):
+                continue
+            values.append(
+                MetricValue("Pod", pod, namespace, metric, sample.value, sample.timestamp, rule.window_seconds)
+            )
+        values.sort(key=lambda v: v.name)
+        return values
+
+    async def pod_by_name(
+        self, namespace: str, name: str, metric: str, metric_selector: Sequence[Requirement] = ()
+    ) -> MetricValue:
+        rule = self._rule("pods", metric)
+        matchers = self._matchers(rule, metric_selector)
+        result = await self._prom(render(rule.query, namespace=namespace, pods=[name], matchers=matchers))
+        for sample in result.samples:
+            if sample.labels.get("pod") == name:
+                return MetricValue("Pod", name, namespace, metric, sample.value, sample.timestamp, rule.window_seconds)
+        raise MetricNotFound(f"the server could not find the metric {metric} for pods {name}")
+
+    async def namespace_metric(
+        self, namespace: str, metric: str, metric_selector: Sequence[Requirement] = ()
+    ) -> MetricValue:
+        rule = self._rule("namespaces", metric)
+        matchers = self._matchers(rule, metric_selector)
+        result = await self._prom(render(rule.query, namespace=namespace, matchers=matchers))
+        if not result.samples:
+            raise MetricNotFound(f"the server could not find the metric {metric} for namespaces {namespace}")
+        if len(result.samples) > 1:
+            raise CustomMetricsError(
+                f"the query of metric {metric} for namespaces returned {len(result.samples)} series, expected one"
+            )
+        sample = result.samples[0]
+        return MetricValue("Namespace", namespace, "", metric, sample.value, sample.timestamp, rule.window_seconds)
+
+    async def _prom(self, promql: str) -> QueryResult:
+        try:
+            return await self.prometheus.query(promql)
+        except PrometheusError as exc:
+            raise Unavailable(f"unable to fetch metrics from Prometheus: {exc}") from None
+
+
+# -- the wire format -------------------------------------------------------------------------------
+
+
+def rfc3339(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def label_selector_object(requirements: Sequence[Requirement]) -> dict[str, object] | None:
+    """A metav1.LabelSelector for the metric selector of a request (None when there is none)."""
+    if not requirements:
+        return None
+    match_labels: dict[str, str] = {}
+    expressions: list[dict[str, object]] = []
+    operators = {"in": "In", "notin": "NotIn", "!=": "NotIn", "exists": "Exists", "!": "DoesNotExist"}
+    for key, op, values in requirements:
+        if op in ("=", "=="):
+            match_labels[key] = values[0]
+        elif op in ("exists", "!"):
+            expressions.append({"key": key, "operator": operators[op]})
+        else:
+            expressions.append({"key": key, "operator": operators[op], "values": sorted(values)})
+    selector: dict[str, object] = {}
+    if match_labels:
+        selector["matchLabels"] = match_labels
+    if expressions:
+        selector["matchExpressions"] = expressions
+    return selector
+
+
+class QuantityFormat(Protocol):
+    def __call__(self, value: float) -> str: ...
+
+
+def metric_value_list(
+    version: str, values: Sequence[MetricValue], metric_selector: Sequence[Requirement], quantity: QuantityFormat
+) -> dict[str, object]:
+    selector = label_selector_object(metric_selector)
+    return {
+        "kind": "MetricValueList",
+        "apiVersion": f"{GROUP}/{version}",
+        "metadata": {},
+        "items": [_item(version, value, selector, quantity) for value in values],
+    }
+
+
+def _item(
+    version: str, value: MetricValue, selector: dict[str, object] | None, quantity: QuantityFormat
+) -> dict[str, object]:
+    described: dict[str, object] = {"kind": value.kind, "name": value.name, "apiVersion": "v1"}
+    if value.namespace:
+        described["namespace"] = value.namespace
+    item: dict[str, object] = {"describedObject": described}
+    if version == "v1beta1":
+        item["metricName"] = value.metric
+        item["timestamp"] = rfc3339(value.timestamp)
+        if value.window_seconds is not None:
+            item["window"] = value.window_seconds
+        item["value"] = quantity(value.value)
+        item["selector"] = selector
+    else:
+        item["metric"] = {"name": value.metric, "selector": selector}
+        item["timestamp"] = rfc3339(value.timestamp)
+        if value.window_seconds is not None:
+            item["windowSeconds"] = value.window_seconds
+        item["value"] = quantity(value.value)
+    return item
