@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from adapter.custom_rules import CustomRule, PromRules, RuleError, label_matchers, render
+from adapter.custom_rules import CustomRule, PromRules, Requirement, RuleError, label_matchers, render
+from adapter.pods import PodListError
 from adapter.prometheus import PrometheusClient, PrometheusError, QueryResult
 
 GROUP = "custom.metrics.k8s.io"
 VERSIONS = ("v1beta2", "v1beta1")
-Requirement = tuple[str, str, Sequence[str]]
 
 
 class CustomMetricsError(Exception):
@@ -98,7 +98,10 @@ class CustomMetricsProvider:
         matchers = self._matchers(rule, metric_selector)
         names: list[str] | None = None
         if self.pods is not None:
-            names = await self.pods.pod_names(namespace, label_selector)
+            try:
+                names = await self.pods.pod_names(namespace, label_selector)
+            except PodListError as exc:
+                raise Unavailable(str(exc)) from None
             if not names:
                 return []
         result = await self._prom(render(rule.query, namespace=namespace, pods=names, matchers=matchers))
@@ -161,7 +164,8 @@ def label_selector_object(requirements: Sequence[Requirement]) -> dict[str, obje
     match_labels: dict[str, str] = {}
     expressions: list[dict[str, object]] = []
     operators = {"in": "In", "notin": "NotIn", "!=": "NotIn", "exists": "Exists", "!": "DoesNotExist"}
-    for key, op, values in requirements:
+    for req in requirements:
+        key, op, values = req.key, str(getattr(req.op, "value", req.op)), req.values
         if op in ("=", "=="):
             match_labels[key] = values[0]
         elif op in ("exists", "!"):

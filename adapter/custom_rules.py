@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 DEFAULT_RATE_WINDOW = "2m"
 
@@ -30,6 +31,17 @@ _METRIC_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_:.\-]*$")
 _RANGE = re.compile(r"\[(\d+(?:ms|s|m|h|d|w|y))\]")
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+class Requirement(Protocol):
+    """One requirement of a parsed label selector (adapter.selectors.Requirement)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def op(self) -> str: ...
+    @property
+    def values(self) -> tuple[str, ...]: ...
 
 
 class RuleError(ValueError):
@@ -197,14 +209,14 @@ def render(query: str, *, namespace: str = "", pods: Iterable[str] | None = None
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
-def label_matchers(requirements: Iterable[tuple[str, str, Sequence[str]]]) -> str:
+def label_matchers(requirements: Iterable[Requirement]) -> str:
     """A metric label selector's requirements as PromQL matchers, each preceded by a comma.
 
-    ``requirements`` are ``(key, operator, values)`` with the operators of a Kubernetes selector:
-    ``=``/``==``, ``!=``, ``in``, ``notin``, ``exists``, ``!`` (does not exist).
+    Operators: ``=``/``==``, ``!=``, ``in``, ``notin``, ``exists``, ``!`` (does not exist); not ``gt``/``lt``.
     """
     parts = []
-    for key, op, values in requirements:
+    for req in requirements:
+        key, op, values = req.key, str(getattr(req.op, "value", req.op)), req.values
         if not _LABEL_NAME.match(key):
             raise RuleError(
                 f"metric label {key!r} is not a Prometheus label name (letters, digits and _, not first a digit)"
@@ -223,5 +235,7 @@ def label_matchers(requirements: Iterable[tuple[str, str, Sequence[str]]]) -> st
         elif op == "!":
             parts.append(f'{key}=""')
         else:
-            raise RuleError(f"selector operator {op!r} is not one of =, ==, !=, in, notin, exists, !")
+            raise RuleError(
+                f"selector operator {op!r} cannot be a PromQL matcher; use =, ==, !=, in, notin, exists or !"
+            )
     return "".join("," + part for part in parts)
