@@ -150,7 +150,7 @@ def test_timeout() -> None:
     fake.delay = 2
 
     async def body(c: PrometheusClient) -> None:
-        with pytest.raises(PrometheusError, match="did not answer within 0.2s") as info:
+        with pytest.raises(PrometheusError, match=r"did not answer within 0\.2s") as info:
             await c.query("q")
         assert info.value.reason == "timeout"
 
