@@ -44,6 +44,13 @@ class Unavailable(CustomMetricsError):
     reason = "ServiceUnavailable"
 
 
+def prometheus_failure(exc: PrometheusError) -> CustomMetricsError:
+    """503 when Prometheus is down or slow; 500 when it refused the configured query itself."""
+    if exc.bad_query:
+        return CustomMetricsError(f"the configured query was refused by Prometheus: {exc}")
+    return Unavailable(f"unable to fetch metrics from Prometheus: {exc}")
+
+
 class PodLister(Protocol):
     """Names of the pods of ``namespace`` matching ``label_selector`` (the Kubernetes selector string)."""
 
@@ -147,7 +154,7 @@ class CustomMetricsProvider:
         try:
             return await self.prometheus.query(promql)
         except PrometheusError as exc:
-            raise Unavailable(f"unable to fetch metrics from Prometheus: {exc}") from None
+            raise prometheus_failure(exc) from None
 
 
 # -- the wire format -------------------------------------------------------------------------------

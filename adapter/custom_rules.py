@@ -200,7 +200,8 @@ def render(query: str, *, namespace: str = "", pods: Iterable[str] | None = None
     """``query`` with its placeholders filled in; ``pods=None`` means every pod of the namespace."""
     regex = ".+" if pods is None else pods_regex(pods)
     return (
-        query.replace("<ns>", promql_string(namespace))
+        query.replace("{<matchers>", "{" + matchers[1:])  # no leading comma in a matcher list
+        .replace("<ns>", promql_string(namespace))
         .replace("<pods>", promql_string(regex))
         .replace("<matchers>", matchers)
     )

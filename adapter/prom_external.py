@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from adapter.custom import BadRequest, MetricNotFound, Unavailable
+from adapter.custom import BadRequest, MetricNotFound, prometheus_failure
 from adapter.custom_rules import PromRules, Requirement, RuleError, label_matchers, render
 from adapter.prometheus import PrometheusClient, PrometheusError
 
@@ -50,7 +50,7 @@ class PromExternalMetrics:
         try:
             result = await self.prometheus.query(render(rule.query, namespace=namespace, matchers=matchers))
         except PrometheusError as exc:
-            raise Unavailable(f"unable to fetch metrics from Prometheus: {exc}") from None
+            raise prometheus_failure(exc) from None
         values = [
             ExternalValue(metric, {k: v for k, v in s.labels.items() if k != "__name__"}, s.value, s.timestamp)
             for s in result.samples

@@ -25,9 +25,10 @@ RESULTS = ("success", "error", "timeout", "cached", "coalesced")
 class PrometheusError(Exception):
     """Prometheus could not answer the query (unreachable, timed out, refused the query)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, bad_query: bool = False) -> None:
         super().__init__(message)
-        self.reason = reason  # one of RESULTS (not "success"/"cached"): the label of the failure
+        self.reason = reason  # "error" or "timeout": the result label of the failure
+        self.bad_query = bad_query  # Prometheus refused the expression itself (a rule to fix, not an outage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +205,11 @@ class PrometheusClient:
                 ) from None
         if not isinstance(body, dict) or body.get("status") != "success":
             detail = body.get("error", "") if isinstance(body, dict) else ""
-            raise PrometheusError("error", f"Prometheus answered HTTP {response.status}: {detail}".rstrip(": "))
+            raise PrometheusError(
+                "error",
+                f"Prometheus answered HTTP {response.status}: {detail}".rstrip(": "),
+                bad_query=isinstance(body, dict) and body.get("errorType") == "bad_data",
+            )
         return parse_data(body.get("data"))
 
 
