@@ -18,45 +18,39 @@ import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Self
 
 from aiohttp import web
 
 from tests.support.services import free_port, wait_for
 
 
-class RequestCounterServer:
-    """``/metrics`` with ``http_requests_total{namespace, pod} = rate * seconds since start``."""
+class ThreadedApp:
+    """An aiohttp application on 127.0.0.1 (a free port), served by its own event loop in a thread."""
 
-    def __init__(self, rates: Mapping[tuple[str, str], float]) -> None:
-        self.rates = dict(rates)
+    def __init__(self) -> None:
         self.port = free_port()
-        self.started = time.time()
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="request-counter", daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name=type(self).__name__, daemon=True)
         self._runner: web.AppRunner | None = None
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def exposition(self) -> str:
-        elapsed = time.time() - self.started
-        lines = ["# HELP http_requests_total Requests served.", "# TYPE http_requests_total counter"]
-        for (namespace, pod), rate in sorted(self.rates.items()):
-            lines.append(f'http_requests_total{{namespace="{namespace}",pod="{pod}"}} {rate * elapsed:.6f}')
-        return "\n".join(lines) + "\n"
+    @property
+    def url(self) -> str:
+        return f"http://{self.target}"
 
-    async def _metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(text=self.exposition(), content_type="text/plain")
+    def build(self) -> web.Application:
+        raise NotImplementedError
 
     async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(self.build(), access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
-    def start(self) -> RequestCounterServer:
+    def start(self) -> Self:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
@@ -66,6 +60,32 @@ class RequestCounterServer:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+class RequestCounterServer(ThreadedApp):
+    """``/metrics`` with ``http_requests_total{namespace, pod} = rate * seconds since start``."""
+
+    def __init__(self, rates: Mapping[tuple[str, str], float]) -> None:
+        super().__init__()
+        self.rates = dict(rates)
+        self.started = time.time()
+        self.scrapes = 0
+
+    def exposition(self) -> str:
+        elapsed = time.time() - self.started
+        lines = ["# HELP http_requests_total Requests served.", "# TYPE http_requests_total counter"]
+        for (namespace, pod), rate in sorted(self.rates.items()):
+            lines.append(f'http_requests_total{{namespace="{namespace}",pod="{pod}"}} {rate * elapsed:.6f}')
+        return "\n".join(lines) + "\n"
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        self.scrapes += 1
+        return web.Response(text=self.exposition(), content_type="text/plain")
+
+    def build(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        return app
 
 
 class PrometheusServer:
