@@ -1,21 +1,319 @@
-"""`lensing-metrics adapter` (also `python -m adapter`). Filled in by issue #5."""
+"""`lensing-metrics adapter` (also `python -m adapter`): serve external.metrics.k8s.io to the aggregation layer."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import socket
 import sys
 from collections.abc import Sequence
+
+from adapter.authconfig import AuthSettingsSource
+from adapter.authn import Authenticator
+from adapter.authz import Authorizer
+from adapter.config import BrokerConfig, ConfigError, load_config, single_broker
+from adapter.external import ExternalMetricsProvider, open_bindings
+from adapter.kubeapi import KubeClient, KubeConfigError, in_cluster, load_kubeconfig
+from adapter.metrics import AdapterStats
+from adapter.server import AdapterServer
+from adapter.tls import ReloadingServerContext, TLSConfigError, serving_files
+from exporter.brokers import BrokerConfigError
+from exporter.cli import add_broker_arguments, add_logging_arguments
+from lensing_metrics.logsetup import configure_logging
+from lensing_metrics.options import add_option, positive_float
+
+log = logging.getLogger("adapter")
+
+DESCRIPTION = """\
+Serve external.metrics.k8s.io/v1beta1 to the Kubernetes aggregation layer: celery_queue_length (waiting)
+and celery_queue_backlog (waiting + in flight) per queue, read from the broker in the background.
+
+Flags that kube-apiserver also has keep its names and meanings. Every request is authenticated (client
+certificate, front-proxy certificate + X-Remote-* headers, or bearer token via TokenReview) and authorized
+(SubjectAccessReview, cached). A value older than --max-staleness is never served: the answer is 503.
+"""
+
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?$")
+
+
+def duration(text: str) -> float:
+    """Seconds, from a Go duration (``10s``, ``1m30s``, ``500ms``) or a plain number of seconds."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        match = _DURATION.match(text)
+        if not text or not match or not any(match.groups()):
+            raise argparse.ArgumentTypeError(f"expected a duration such as 10s, 1m30s or 500ms, got {text!r}") from None
+        h, m, s, ms = (float(g) if g else 0.0 for g in match.groups())
+        value = h * 3600 + m * 60 + s + ms / 1000
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a duration must not be negative, got {text!r}")
+    return value
+
+
+def csv_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {text!r}")
+    return int(text)
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="lensing-metrics adapter")
-    parser.description = "Serve external.metrics.k8s.io to the Kubernetes aggregation layer (not built yet)."
+    parser.description = DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    opt = parser.add_argument_group("serving")
+    add_option(
+        opt,
+        "--secure-port",
+        type=port,
+        default=6443,
+        env="LENSING_ADAPTER_SECURE_PORT",
+        help="HTTPS port (default 6443)",
+    )
+    add_option(
+        opt,
+        "--bind-address",
+        default="0.0.0.0",
+        env="LENSING_ADAPTER_BIND_ADDRESS",
+        help="address to listen on (default 0.0.0.0)",
+    )
+    add_option(
+        opt,
+        "--tls-cert-file",
+        default="",
+        env="LENSING_ADAPTER_TLS_CERT_FILE",
+        help="serving certificate (PEM, with intermediates); reloaded when it changes on disk",
+    )
+    add_option(
+        opt,
+        "--tls-private-key-file",
+        default="",
+        env="LENSING_ADAPTER_TLS_PRIVATE_KEY_FILE",
+        help="private key of --tls-cert-file",
+    )
+    add_option(
+        opt,
+        "--cert-dir",
+        default="apiserver.local.config/certificates",
+        env="LENSING_ADAPTER_CERT_DIR",
+        help="where a self-signed certificate is written when no --tls-cert-file is given "
+        "(default apiserver.local.config/certificates)",
+    )
+    auth = parser.add_argument_group("authentication and authorization")
+    add_option(
+        auth,
+        "--client-ca-file",
+        default="",
+        env="LENSING_ADAPTER_CLIENT_CA_FILE",
+        help="CA bundle for client certificates (user = CN, groups = O); default: from the "
+        "extension-apiserver-authentication ConfigMap",
+    )
+    add_option(
+        auth,
+        "--requestheader-client-ca-file",
+        default="",
+        env="LENSING_ADAPTER_REQUESTHEADER_CLIENT_CA_FILE",
+        help="CA bundle of the front proxy (the aggregator); its certificates may name the user in headers",
+    )
+    add_option(
+        auth,
+        "--requestheader-allowed-names",
+        type=csv_list,
+        default=[],
+        env="LENSING_ADAPTER_REQUESTHEADER_ALLOWED_NAMES",
+        help="comma-separated CNs allowed as front proxy (default: any CN the front-proxy CA signed)",
+    )
+    add_option(
+        auth,
+        "--requestheader-username-headers",
+        type=csv_list,
+        default=[],
+        env="LENSING_ADAPTER_REQUESTHEADER_USERNAME_HEADERS",
+        help="user name headers (default X-Remote-User)",
+    )
+    add_option(
+        auth,
+        "--requestheader-group-headers",
+        type=csv_list,
+        default=[],
+        env="LENSING_ADAPTER_REQUESTHEADER_GROUP_HEADERS",
+        help="group headers (default X-Remote-Group)",
+    )
+    add_option(
+        auth,
+        "--requestheader-extra-headers-prefix",
+        type=csv_list,
+        default=[],
+        env="LENSING_ADAPTER_REQUESTHEADER_EXTRA_HEADERS_PREFIX",
+        help="extra-attribute header prefixes (default X-Remote-Extra-)",
+    )
+    add_option(
+        auth,
+        "--authentication-kubeconfig",
+        default="",
+        env="LENSING_ADAPTER_AUTHENTICATION_KUBECONFIG",
+        help="kubeconfig of the API server for TokenReview and the ConfigMap (default: in-cluster, if any)",
+    )
+    add_option(
+        auth,
+        "--authorization-kubeconfig",
+        default="",
+        env="LENSING_ADAPTER_AUTHORIZATION_KUBECONFIG",
+        help="kubeconfig of the API server for SubjectAccessReview (default: in-cluster, if any)",
+    )
+    add_option(
+        auth,
+        "--authorization-always-allow-paths",
+        type=csv_list,
+        default=["/healthz", "/readyz", "/livez"],
+        env="LENSING_ADAPTER_AUTHORIZATION_ALWAYS_ALLOW_PATHS",
+        help="paths served without authentication or authorization; a trailing * matches a prefix "
+        "(default /healthz,/readyz,/livez)",
+    )
+    add_option(
+        auth,
+        "--authorization-always-allow-groups",
+        type=csv_list,
+        default=["system:masters"],
+        env="LENSING_ADAPTER_AUTHORIZATION_ALWAYS_ALLOW_GROUPS",
+        help="groups allowed everything without asking (default system:masters)",
+    )
+    add_option(
+        auth,
+        "--authentication-token-webhook-cache-ttl",
+        type=duration,
+        default=10.0,
+        env="LENSING_ADAPTER_TOKEN_CACHE_TTL",
+        help="how long TokenReview answers are kept (default 10s)",
+    )
+    add_option(
+        auth,
+        "--authorization-webhook-cache-authorized-ttl",
+        type=duration,
+        default=10.0,
+        env="LENSING_ADAPTER_AUTHORIZED_TTL",
+        help="how long an allow is kept (default 10s)",
+    )
+    add_option(
+        auth,
+        "--authorization-webhook-cache-unauthorized-ttl",
+        type=duration,
+        default=10.0,
+        env="LENSING_ADAPTER_UNAUTHORIZED_TTL",
+        help="how long a deny is kept (default 10s)",
+    )
+    brokers = parser.add_argument_group("brokers")
+    add_option(
+        brokers,
+        "--config",
+        default="",
+        env="LENSING_ADAPTER_CONFIG",
+        help="YAML file of brokers, each bound to namespaces (see docs/adapter.md); replaces --broker-url",
+    )
+    add_broker_arguments(brokers)  # type: ignore[arg-type]
+    add_option(
+        brokers,
+        "--max-staleness",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        env="LENSING_ADAPTER_MAX_STALENESS",
+        help="answer 503 when the last good broker read is older than this (default 10)",
+    )
+    add_logging_arguments(parser)
     return parser
 
 
+def _kube(path: str) -> KubeClient | None:
+    connection = load_kubeconfig(path) if path else in_cluster()
+    return KubeClient(connection) if connection else None
+
+
+def brokers_from(args: argparse.Namespace) -> list[BrokerConfig]:
+    if args.config:
+        if args.broker_url:
+            raise ConfigError("give --config or --broker-url, not both")
+        return load_config(args.config)
+    if not args.broker_url:
+        raise ConfigError("no broker: give --broker-url (or CELERY_BROKER_URL) or --config")
+    return [single_broker(args.broker_url, args.transport_options, args.queues)]
+
+
+async def _serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> int:
+    stats = AdapterStats()
+    authn_kube = _kube(args.authentication_kubeconfig)
+    authz_kube = _kube(args.authorization_kubeconfig) if args.authorization_kubeconfig else authn_kube
+    settings = AuthSettingsSource(
+        client_ca_file=args.client_ca_file or None,
+        requestheader_ca_file=args.requestheader_client_ca_file or None,
+        allowed_names=args.requestheader_allowed_names or None,
+        username_headers=args.requestheader_username_headers or None,
+        group_headers=args.requestheader_group_headers or None,
+        extra_prefixes=args.requestheader_extra_headers_prefix or None,
+    )
+    follow: asyncio.Task[None] | None = None
+    if authn_kube is not None and not (args.client_ca_file and args.requestheader_client_ca_file):
+        # read once before serving, so the TLS layer knows at start whether to ask for client certificates
+        follow = asyncio.create_task(settings.follow_configmap(authn_kube))
+        await asyncio.sleep(0)
+    hosts = ["localhost", "127.0.0.1", socket.gethostname()]
+    cert, key = serving_files(args.tls_cert_file or None, args.tls_private_key_file or None, args.cert_dir, hosts)
+    tls = ReloadingServerContext(cert, key, settings)
+    bindings = open_bindings(brokers_from(args), args.poll_interval)
+    provider = ExternalMetricsProvider(bindings, max_staleness=args.max_staleness)
+    server = AdapterServer(
+        [provider],
+        Authenticator(settings, authn_kube, stats, token_ttl=args.authentication_token_webhook_cache_ttl),
+        Authorizer(
+            authz_kube,
+            stats,
+            always_allow_paths=args.authorization_always_allow_paths,
+            always_allow_groups=args.authorization_always_allow_groups,
+            allowed_ttl=args.authorization_webhook_cache_authorized_ttl,
+            denied_ttl=args.authorization_webhook_cache_unauthorized_ttl,
+        ),
+        stats,
+    )
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.serve(args.bind_address, args.secure_port, tls.listening, stop)
+    finally:
+        if follow is not None:
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow
+        for client in {authn_kube, authz_kube} - {None}:
+            assert client is not None
+            await client.close()
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    print("lensing-metrics adapter: not built yet", file=sys.stderr)
-    return 2
+    configure_logging(args.log_level, args.log_format)
+    try:
+        return asyncio.run(_serve(args))
+    except (ConfigError, BrokerConfigError, TLSConfigError, KubeConfigError) as exc:
+        print(f"lensing-metrics adapter: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(
+            f"lensing-metrics adapter: error: cannot listen on {args.bind_address}:{args.secure_port}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

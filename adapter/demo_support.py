@@ -1,0 +1,211 @@
+"""What `make demo` needs from the adapter: start it on a free port with its certificates under the demo's
+directory, issue a client certificate and a kubeconfig, the `kubectl get --raw` line to paste, and the
+worker HPA's decision computed the way the HPA controller computes it."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import math
+import os
+import shlex
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adapter.pki import CertificateAuthority, Issued
+from adapter.quantity import parse_quantity
+
+#: the platform's worker HPA: External metric, target AverageValue 10, 2..10 replicas
+HPA_TARGET_AVERAGE = 10
+HPA_MIN_REPLICAS = 2
+HPA_MAX_REPLICAS = 10
+HPA_TOLERANCE = 0.1  # the controller's --horizontal-pod-autoscaler-tolerance default
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_kubeconfig(path: Path, server: str, server_ca_pem: bytes, client: Issued, user: str = "demo") -> Path:
+    """A kubeconfig holding a client certificate (embedded), trusting ``server_ca_pem`` for the server."""
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "adapter", "cluster": {"server": server, "certificate-authority-data": b64(server_ca_pem)}}
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {"client-certificate-data": b64(client.cert_pem), "client-key-data": b64(client.key_pem)},
+            }
+        ],
+        "contexts": [{"name": "adapter", "context": {"cluster": "adapter", "user": user}}],
+        "current-context": "adapter",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@dataclass
+class RunningAdapter:
+    process: subprocess.Popen[bytes]
+    port: int
+    workdir: Path
+    kubeconfig: Path
+    client_ca: CertificateAuthority
+    log_path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def serving_cert(self) -> Path:
+        return self.workdir / "certs" / "apiserver.crt"
+
+    def client_ssl_context(self, client: Issued | None = None) -> ssl.SSLContext:
+        """An SSL context that trusts the adapter and presents ``client`` (default: the kubeconfig's user)."""
+        context = ssl.create_default_context(cafile=str(self.serving_cert))
+        issued = client or self.extra["client"]
+        cert, key = self.workdir / f"client-{id(issued)}.crt", self.workdir / f"client-{id(issued)}.key"
+        issued.write(cert, key)
+        context.load_cert_chain(str(cert), str(key))
+        return context
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def start_adapter(
+    workdir: Path,
+    broker_args: Sequence[str],
+    *,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+    timeout: float = 30.0,
+) -> RunningAdapter:
+    """Start `python -m adapter` on 127.0.0.1 with a self-signed serving certificate in ``workdir/certs``,
+    a client CA in ``workdir`` and a kubeconfig whose user (CN demo, O system:masters) it trusts."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    ca = CertificateAuthority("lensing-demo-client-ca")
+    (workdir / "client-ca.crt").write_bytes(ca.cert_pem)
+    client = ca.issue("demo", ["system:masters"])
+    log_path = workdir / "adapter.log"
+    args = [
+        sys.executable,
+        "-m",
+        "adapter",
+        "--bind-address",
+        "127.0.0.1",
+        "--secure-port",
+        str(port),
+        "--cert-dir",
+        str(workdir / "certs"),
+        "--client-ca-file",
+        str(workdir / "client-ca.crt"),
+        *broker_args,
+        *extra_args,
+    ]
+    repo = Path(__file__).resolve().parents[1]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(repo), **(env or {})},
+        )
+    running = RunningAdapter(process, port, workdir, workdir / "kubeconfig", ca, log_path, {"client": client})
+    deadline = time.monotonic() + timeout
+    while not running.serving_cert.exists() or not _healthy(running):
+        if process.poll() is not None or time.monotonic() > deadline:
+            running.stop()
+            raise RuntimeError(f"the adapter did not start: {running.output()[-2000:]}")
+        time.sleep(0.1)
+    write_kubeconfig(running.kubeconfig, running.url, running.serving_cert.read_bytes(), client)
+    return running
+
+
+def _healthy(running: RunningAdapter) -> bool:
+    context = ssl.create_default_context(cafile=str(running.serving_cert))
+    with (
+        contextlib.suppress(OSError, ValueError),
+        urllib.request.urlopen(f"{running.url}/healthz", context=context, timeout=2) as response,
+    ):
+        return bool(response.status == 200)
+    return False
+
+
+def value_path(namespace: str = "default", metric: str = "celery_queue_backlog", queue: str = "analyses") -> str:
+    return f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}?labelSelector=queue%3D{queue}"
+
+
+def kubectl_command(kubeconfig: Path, kubectl: str = "kubectl", **path_args: str) -> str:
+    """The line a user pastes to see what the HPA sees."""
+    path = shlex.quote(value_path(**path_args))
+    return f"{shlex.quote(kubectl)} --kubeconfig {shlex.quote(str(kubeconfig))} get --raw {path}"
+
+
+def hpa_desired_replicas(
+    current_replicas: int,
+    metric_total: Decimal | int | float,
+    target_average: Decimal | int | float = HPA_TARGET_AVERAGE,
+    min_replicas: int = HPA_MIN_REPLICAS,
+    max_replicas: int = HPA_MAX_REPLICAS,
+    tolerance: float = HPA_TOLERANCE,
+) -> int:
+    """The replica count the HPA controller computes for an External metric with an AverageValue target
+    (``GetExternalPerPodMetricReplicas``): usage ratio = total / (target x current); inside the tolerance
+    the count stays, else ceil(total / target); then clamped to [min, max]. Scaling from 0 replicas is
+    off in the controller, and behaviors/stabilization windows (which delay, not change, the answer) are
+    not modelled."""
+    if current_replicas <= 0:
+        return 0
+    total_milli = int(Decimal(str(metric_total)) * 1000)  # the controller works in milli-units
+    target_milli = int(Decimal(str(target_average)) * 1000)
+    usage_ratio = total_milli / (target_milli * current_replicas)
+    desired = current_replicas
+    if abs(1.0 - usage_ratio) > tolerance:
+        desired = math.ceil(total_milli / target_milli)
+    return max(min_replicas, min(max_replicas, desired))
+
+
+def hpa_line(items: Sequence[Mapping[str, Any]], current_replicas: int) -> str:
+    """One line: what the worker HPA would do with these ExternalMetricValueList items."""
+    total = sum((parse_quantity(str(item["value"])) for item in items), Decimal(0))
+    desired = hpa_desired_replicas(current_replicas, total)
+    return (
+        f"worker HPA (AverageValue {HPA_TARGET_AVERAGE}, min {HPA_MIN_REPLICAS}, max {HPA_MAX_REPLICAS}): "
+        f"metric total {total:g} with {current_replicas} replicas -> {desired} replicas"
+    )
