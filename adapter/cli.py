@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from adapter import custom_cli
 from adapter.authconfig import AuthSettingsSource
 from adapter.authn import Authenticator
 from adapter.authz import Authorizer
@@ -229,6 +230,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         env="LENSING_ADAPTER_MAX_STALENESS",
         help="answer 503 when the last good broker read is older than this (default 10)",
     )
+    custom_cli.add_arguments(parser)
     add_logging_arguments(parser)
     return parser
 
@@ -270,8 +272,9 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event | None = None) ->
     tls = ReloadingServerContext(cert, key, settings)
     bindings = open_bindings(brokers_from(args), args.poll_interval)
     provider = ExternalMetricsProvider(bindings, max_staleness=args.max_staleness)
+    custom = custom_cli.build(args)
     server = AdapterServer(
-        [provider],
+        [custom.external(provider), *custom.groups()],
         Authenticator(settings, authn_kube, stats, token_ttl=args.authentication_token_webhook_cache_ttl),
         Authorizer(
             authz_kube,
@@ -298,6 +301,7 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event | None = None) ->
         for client in {authn_kube, authz_kube} - {None}:
             assert client is not None
             await client.close()
+        await custom.close()
     return 0
 
 

@@ -9,11 +9,11 @@ does: the HPA controller reads it as "no metrics returned"), and a Prometheus fa
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from adapter.api import ApiError, bad_request, rfc3339, service_unavailable
 from adapter.custom_rules import CustomRule, PromRules, Requirement, RuleError, label_matchers, render
 from adapter.pods import PodListError
 from adapter.prometheus import PrometheusClient, PrometheusError, QueryResult
@@ -22,33 +22,20 @@ GROUP = "custom.metrics.k8s.io"
 VERSIONS = ("v1beta2", "v1beta1")
 
 
-class CustomMetricsError(Exception):
-    """An answer that is a metav1.Status: ``code`` and ``reason`` as the Kubernetes API uses them."""
-
-    code = 500
-    reason = "InternalError"
+def not_found(message: str) -> ApiError:
+    """What custom-metrics-apiserver's NewMetricNotFoundError(For) answers: 404 NotFound, no details."""
+    return ApiError(404, "NotFound", message)
 
 
-class MetricNotFound(CustomMetricsError):
-    code = 404
-    reason = "NotFound"
+def internal_error(message: str) -> ApiError:
+    return ApiError(500, "InternalError", message)
 
 
-class BadRequest(CustomMetricsError):
-    code = 400
-    reason = "BadRequest"
-
-
-class Unavailable(CustomMetricsError):
-    code = 503
-    reason = "ServiceUnavailable"
-
-
-def prometheus_failure(exc: PrometheusError) -> CustomMetricsError:
+def prometheus_failure(exc: PrometheusError) -> ApiError:
     """503 when Prometheus is down or slow; 500 when it refused the configured query itself."""
     if exc.bad_query:
-        return CustomMetricsError(f"the configured query was refused by Prometheus: {exc}")
-    return Unavailable(f"unable to fetch metrics from Prometheus: {exc}")
+        return internal_error(f"the configured query was refused by Prometheus: {exc}")
+    return service_unavailable(f"unable to fetch metrics from Prometheus: {exc}")
 
 
 class PodLister(Protocol):
@@ -81,7 +68,7 @@ class CustomMetricsProvider:
     def _rule(self, resource: str, metric: str) -> CustomRule:
         rule = self.rules.custom_rule(resource, metric)
         if rule is None:
-            raise MetricNotFound(f"the server could not find the metric {metric} for {resource}")
+            raise not_found(f"the server could not find the metric {metric} for {resource}")
         return rule
 
     @staticmethod
@@ -89,14 +76,14 @@ class CustomMetricsProvider:
         if not metric_selector:
             return ""
         if not rule.takes_metric_selector:
-            raise BadRequest(
+            raise bad_request(
                 f"metric {rule.name} for {rule.resource} takes no metricLabelSelector "
                 "(its query in the config file has no <matchers>)"
             )
         try:
             return label_matchers(metric_selector)
         except RuleError as exc:
-            raise BadRequest(f"metricLabelSelector: {exc}") from None
+            raise bad_request(f"metricLabelSelector: {exc}") from None
 
     async def pods_by_selector(
         self, namespace: str, metric: str, label_selector: str, metric_selector: Sequence[Requirement] = ()
@@ -108,7 +95,7 @@ class CustomMetricsProvider:
             try:
                 names = await self.pods.pod_names(namespace, label_selector)
             except PodListError as exc:
-                raise Unavailable(str(exc)) from None
+                raise service_unavailable(str(exc)) from None
             if not names:
                 return []
         result = await self._prom(render(rule.query, namespace=namespace, pods=names, matchers=matchers))
@@ -133,7 +120,7 @@ class CustomMetricsProvider:
         for sample in result.samples:
             if sample.labels.get("pod") == name:
                 return MetricValue("Pod", name, namespace, metric, sample.value, sample.timestamp, rule.window_seconds)
-        raise MetricNotFound(f"the server could not find the metric {metric} for pods {name}")
+        raise not_found(f"the server could not find the metric {metric} for pods {name}")
 
     async def namespace_metric(
         self, namespace: str, metric: str, metric_selector: Sequence[Requirement] = ()
@@ -142,9 +129,9 @@ class CustomMetricsProvider:
         matchers = self._matchers(rule, metric_selector)
         result = await self._prom(render(rule.query, namespace=namespace, matchers=matchers))
         if not result.samples:
-            raise MetricNotFound(f"the server could not find the metric {metric} for namespaces {namespace}")
+            raise not_found(f"the server could not find the metric {metric} for namespaces {namespace}")
         if len(result.samples) > 1:
-            raise CustomMetricsError(
+            raise internal_error(
                 f"the query of metric {metric} for namespaces returned {len(result.samples)} series, expected one"
             )
         sample = result.samples[0]
@@ -158,10 +145,6 @@ class CustomMetricsProvider:
 
 
 # -- the wire format -------------------------------------------------------------------------------
-
-
-def rfc3339(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def label_selector_object(requirements: Sequence[Requirement]) -> dict[str, object] | None:

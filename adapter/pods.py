@@ -6,10 +6,10 @@ over the same Deployment ask about the same pods.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
+
+from adapter.cache import TTLCache
 
 
 class JSONGetter(Protocol):
@@ -27,20 +27,16 @@ _FINISHED = {"Succeeded", "Failed"}
 
 
 class KubePodLister:
-    def __init__(
-        self, kube: JSONGetter, cache_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, kube: JSONGetter, cache_seconds: float = 5.0) -> None:
         self.kube = kube
         self.cache_seconds = cache_seconds
-        self._clock = clock
-        self._cache: dict[tuple[str, str], tuple[float, list[str]]] = {}
+        self._cache = TTLCache()
 
     async def pod_names(self, namespace: str, label_selector: str) -> list[str]:
         key = (namespace, label_selector)
-        now = self._clock()
         cached = self._cache.get(key)
-        if cached is not None and now - cached[0] < self.cache_seconds:
-            return cached[1]
+        if cached is not None:
+            return cached
         path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods"
         if label_selector:
             path += "?" + urlencode({"labelSelector": label_selector})
@@ -53,7 +49,6 @@ class KubePodLister:
             for item in body.get("items", [])
             if item.get("status", {}).get("phase") not in _FINISHED and "name" in item.get("metadata", {})
         )
-        if len(self._cache) >= 1024:
-            self._cache = {k: v for k, v in self._cache.items() if now - v[0] < self.cache_seconds}
-        self._cache[key] = (now, names)
+        if self.cache_seconds > 0:
+            self._cache.put(key, names, self.cache_seconds)
         return names

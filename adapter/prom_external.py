@@ -1,25 +1,24 @@
 """External metrics backed by PromQL (the config file's ``externalMetrics``), for signals not in a broker.
 
+They are served beside the broker metrics in ``external.metrics.k8s.io/v1beta1``: :class:`ExternalWithPromQL`
+wraps the broker provider, lists both in discovery and answers each metric from where it comes from.
 One item per series the query returns, its labels as ``metricLabels``. A query that returns nothing
 answers an empty list (no value is invented); a Prometheus failure is a 503.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from adapter.custom import BadRequest, MetricNotFound, prometheus_failure
+from prometheus_client.registry import Collector
+
+from adapter.api import ApiRequest, APIResource, GroupProvider, bad_request, rfc3339
+from adapter.custom import not_found, prometheus_failure
+from adapter.custom_api import metric_quantity
 from adapter.custom_rules import PromRules, Requirement, RuleError, label_matchers, render
 from adapter.prometheus import PrometheusClient, PrometheusError
-
-
-@dataclass(frozen=True, slots=True)
-class ExternalValue:
-    metric: str
-    labels: dict[str, str]
-    value: float
-    timestamp: float  # when Prometheus evaluated the query
+from adapter.selectors import SelectorError, parse_selector
 
 
 class PromExternalMetrics:
@@ -30,30 +29,77 @@ class PromExternalMetrics:
     def names(self) -> list[str]:
         return [rule.name for rule in self.rules.external]
 
-    def serves(self, metric: str) -> bool:
-        return self.rules.external_rule(metric) is not None
-
-    async def values(self, namespace: str, metric: str, selector: Sequence[Requirement]) -> list[ExternalValue]:
+    async def items(self, namespace: str, metric: str, selector: Sequence[Requirement]) -> list[dict[str, Any]]:
+        """ExternalMetricValue objects of ``metric``, one per series, sorted by labels."""
         rule = self.rules.external_rule(metric)
         if rule is None:
-            raise MetricNotFound(f"the server could not find the metric {metric}")
+            raise not_found(f"the server could not find the metric {metric}")
         matchers = ""
         if selector:
             if not rule.takes_metric_selector:
-                raise BadRequest(
+                raise bad_request(
                     f"metric {metric} takes no labelSelector (its query in the config file has no <matchers>)"
                 )
             try:
                 matchers = label_matchers(selector)
             except RuleError as exc:
-                raise BadRequest(f"labelSelector: {exc}") from None
+                raise bad_request(f"invalid labelSelector: {exc}") from None
         try:
             result = await self.prometheus.query(render(rule.query, namespace=namespace, matchers=matchers))
         except PrometheusError as exc:
             raise prometheus_failure(exc) from None
-        values = [
-            ExternalValue(metric, {k: v for k, v in s.labels.items() if k != "__name__"}, s.value, s.timestamp)
-            for s in result.samples
+        samples = sorted(result.samples, key=lambda s: sorted(s.labels.items()))
+        return [
+            {
+                "metricName": metric,
+                "metricLabels": {k: v for k, v in sorted(s.labels.items()) if k != "__name__"},
+                "timestamp": rfc3339(s.timestamp),
+                "value": metric_quantity(s.value),
+            }
+            for s in samples
         ]
-        values.sort(key=lambda v: sorted(v.labels.items()))
-        return values
+
+
+class ExternalWithPromQL:
+    """The broker provider of external.metrics.k8s.io plus the PromQL-backed metrics of the config file."""
+
+    def __init__(self, brokers: GroupProvider, promql: PromExternalMetrics) -> None:
+        clash = {r.name for r in brokers.resources(brokers.versions[0])} & set(promql.names())
+        if clash:
+            raise ValueError(f"externalMetrics: {', '.join(sorted(clash))} is already served from the brokers")
+        self.brokers = brokers
+        self.promql = promql
+        self.group = brokers.group
+        self.versions = brokers.versions
+
+    def resources(self, version: str) -> Sequence[APIResource]:
+        extra = [APIResource(name, "ExternalMetricValueList") for name in self.promql.names()]
+        return sorted([*self.brokers.resources(version), *extra], key=lambda r: r.name)
+
+    async def get(self, request: ApiRequest) -> dict[str, Any]:
+        segments = request.segments
+        if len(segments) != 3 or segments[0] != "namespaces" or segments[2] not in self.promql.names():
+            return await self.brokers.get(request)
+        try:
+            selector = parse_selector(request.query.get("labelSelector", "")).requirements
+        except SelectorError as exc:
+            raise bad_request(f"invalid labelSelector: {exc}") from None
+        items = await self.promql.items(segments[1], segments[2], selector)
+        return {
+            "kind": "ExternalMetricValueList",
+            "apiVersion": f"{self.group}/{request.version}",
+            "metadata": {},
+            "items": items,
+        }
+
+    def collectors(self) -> Iterable[Collector]:
+        return self.brokers.collectors()
+
+    def readiness(self) -> tuple[bool, str]:
+        return self.brokers.readiness()
+
+    def start(self) -> None:
+        self.brokers.start()
+
+    def stop(self) -> None:
+        self.brokers.stop()

@@ -18,6 +18,8 @@ import aiohttp
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from adapter.cache import TTLCache
+
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RESULTS = ("success", "error", "timeout", "cached", "coalesced")
 
@@ -110,17 +112,15 @@ class PrometheusClient:
         cache_seconds: float = 5.0,
         max_concurrent: int = 16,
         stats: QueryStats | None = None,
-        clock: Callable[[], float] = time.monotonic,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.cache_seconds = cache_seconds
         self.stats = stats or QueryStats()
-        self._clock = clock
         self._headers = dict(headers or {})
         self._semaphore = asyncio.Semaphore(max_concurrent)
-        self._cache: dict[str, tuple[float, QueryResult]] = {}
+        self._cache = TTLCache()  # bounded: the oldest entries go first
         self._inflight: dict[str, asyncio.Task[QueryResult]] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -136,11 +136,10 @@ class PrometheusClient:
 
     async def query(self, promql: str) -> QueryResult:
         """The result of ``promql`` now, or from the cache when asked less than ``cache_seconds`` ago."""
-        now = self._clock()
         cached = self._cache.get(promql)
-        if cached is not None and now - cached[0] < self.cache_seconds:
+        if cached is not None:
             self.stats.count("cached")
-            return cached[1]
+            return cached
         task = self._inflight.get(promql)
         if task is not None:
             self.stats.count("coalesced")
@@ -163,17 +162,8 @@ class PrometheusClient:
     async def _fetch(self, promql: str) -> QueryResult:
         result = await self._send(promql)
         if self.cache_seconds > 0:
-            now = self._clock()
-            self._expire(now)
-            self._cache[promql] = (now, result)
+            self._cache.put(promql, result, self.cache_seconds)
         return result
-
-    def _expire(self, now: float) -> None:
-        # Bounded: entries older than the TTL are dropped whenever a new result is stored.
-        if len(self._cache) < 256:
-            return
-        for key in [k for k, (at, _r) in self._cache.items() if now - at >= self.cache_seconds]:
-            del self._cache[key]
 
     async def _send(self, promql: str) -> QueryResult:
         async with self._semaphore:

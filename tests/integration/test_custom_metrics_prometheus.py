@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
 
-from adapter.custom import BadRequest, CustomMetricsProvider, MetricNotFound, Unavailable
+from adapter.api import ApiError
+from adapter.custom import CustomMetricsProvider
 from adapter.custom_rules import parse_rules
 from adapter.prom_external import PromExternalMetrics
 from adapter.prometheus import PrometheusClient
+from adapter.quantity import parse_quantity
 from adapter.selectors import parse_selector
 from tests.support.prometheus import PrometheusServer, RequestCounterServer, prometheus_scraping
 from tests.support.services import wait_for
@@ -66,6 +69,13 @@ class StandInPods:
         self.calls += 1
         selector = parse_selector(label_selector)
         return sorted(name for name, labels in PODS.get(namespace, {}).items() if selector.matches(labels))
+
+
+@contextlib.contextmanager
+def status(code: int, match: str) -> Iterator[None]:
+    with pytest.raises(ApiError, match=match) as info:
+        yield
+    assert info.value.code == code, info.value.status()
 
 
 def close_to(value: float, expected: float) -> bool:
@@ -148,7 +158,7 @@ def test_single_pod_and_missing_pod(prometheus: tuple[PrometheusServer, RequestC
     prom, _app = prometheus
     value = with_provider(prom, lambda p: p.pod_by_name("lensing", "api-1", "http_requests_per_second"))
     assert value.name == "api-1" and close_to(value.value, 12.5)
-    with pytest.raises(MetricNotFound, match="could not find the metric http_requests_per_second for pods api-3"):
+    with status(404, "could not find the metric http_requests_per_second for pods api-3"):
         with_provider(prom, lambda p: p.pod_by_name("lensing", "api-3", "http_requests_per_second"))
 
 
@@ -157,7 +167,7 @@ def test_namespace_metric_is_the_namespace_total(prometheus: tuple[PrometheusSer
     value = with_provider(prom, lambda p: p.namespace_metric("lensing", "http_requests_per_second"))
     assert (value.kind, value.name, value.namespace) == ("Namespace", "lensing", "")
     assert close_to(value.value, 5.0 + 12.5 + 0.75)
-    with pytest.raises(MetricNotFound, match="for namespaces nowhere"):
+    with status(404, "for namespaces nowhere"):
         with_provider(prom, lambda p: p.namespace_metric("nowhere", "http_requests_per_second"))
 
 
@@ -168,14 +178,14 @@ def test_metric_label_selector_becomes_matchers(prometheus: tuple[PrometheusServ
         prom, lambda p: p.pods_by_selector("lensing", "http_requests_per_second", "app=api", reqs), StandInPods()
     )
     assert [v.name for v in values] == ["api-2"]
-    with pytest.raises(BadRequest, match="not a Prometheus label name"):
+    with status(400, "not a Prometheus label name"):
         bad = parse_selector("app.kubernetes.io/name=api").requirements
         with_provider(prom, lambda p: p.pods_by_selector("lensing", "http_requests_per_second", "", bad))
 
 
 def test_unknown_metric(prometheus: tuple[PrometheusServer, RequestCounterServer]) -> None:
     prom, _app = prometheus
-    with pytest.raises(MetricNotFound, match="could not find the metric nope for pods"):
+    with status(404, "could not find the metric nope for pods"):
         with_provider(prom, lambda p: p.pods_by_selector("lensing", "nope", ""))
 
 
@@ -186,8 +196,8 @@ def test_external_metric_from_promql(prometheus: tuple[PrometheusServer, Request
         client = PrometheusClient(prom.url, cache_seconds=0)
         try:
             external = PromExternalMetrics(parse_rules(TEST_RULES), client)
-            everything = await external.values("default", "api_requests_per_second", ())
-            staging = await external.values(
+            everything = await external.items("default", "api_requests_per_second", ())
+            staging = await external.items(
                 "default", "api_requests_per_second", parse_selector("namespace=staging").requirements
             )
             return everything, staging
@@ -195,9 +205,11 @@ def test_external_metric_from_promql(prometheus: tuple[PrometheusServer, Request
             await client.close()
 
     everything, staging = asyncio.run(main())
-    assert [v.labels for v in everything] == [{"namespace": "lensing"}, {"namespace": "staging"}]
-    assert close_to(everything[0].value, 18.25) and close_to(everything[1].value, 100.0)
-    assert [v.labels for v in staging] == [{"namespace": "staging"}]
+    assert [v["metricLabels"] for v in everything] == [{"namespace": "lensing"}, {"namespace": "staging"}]
+    assert close_to(float(parse_quantity(everything[0]["value"])), 18.25)
+    assert close_to(float(parse_quantity(everything[1]["value"])), 100.0)
+    assert [v["metricLabels"] for v in staging] == [{"namespace": "staging"}]
+    assert {v["metricName"] for v in everything} == {"api_requests_per_second"}
 
 
 def test_prometheus_stopped_is_unavailable_never_zero(
@@ -211,5 +223,5 @@ def test_prometheus_stopped_is_unavailable_never_zero(
         lambda p: p.pod_by_name("lensing", "api-0", "http_requests_per_second"),
         lambda p: p.namespace_metric("lensing", "http_requests_per_second"),
     ):
-        with pytest.raises(Unavailable, match="unable to fetch metrics from Prometheus"):
+        with status(503, "unable to fetch metrics from Prometheus"):
             with_provider(prom, call, StandInPods())  # type: ignore[arg-type]
