@@ -58,8 +58,10 @@ BY_SELECTOR = "/namespaces/lensing/pods/*/http_requests_per_second?labelSelector
 
 
 class Env:
-    def __init__(self, adapter: RunningAdapter, prom: PrometheusServer, app: RequestCounterServer) -> None:
-        self.adapter, self.prom, self.app = adapter, prom, app
+    def __init__(
+        self, adapter: RunningAdapter, prom: PrometheusServer, app: RequestCounterServer, kube: PodListStandIn
+    ) -> None:
+        self.adapter, self.prom, self.app, self.kube = adapter, prom, app, kube
 
     def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -124,7 +126,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                     str(lister),
                 ],
             )
-            e = Env(adapter, prom, app)
+            e = Env(adapter, prom, app, kube)
             try:
 
                 def settled() -> bool:
@@ -255,6 +257,16 @@ def test_adapter_metrics_count_prometheus_queries(env: Env) -> None:
         text = response.read().decode()
     assert 'lensing_adapter_prometheus_queries_total{result="success"}' in text
     assert "lensing_adapter_prometheus_query_duration_seconds_bucket" in text
+
+
+def test_pod_list_failure_is_503(env: Env) -> None:
+    env.kube.fail = True
+    try:
+        path = V2 + "/namespaces/lensing/pods/*/http_requests_per_second?labelSelector=app%3Dapi,track"
+        code, body = wait_for(lambda: (r := env.status(path))[0] != 200 and r, timeout=10, what="503")
+        assert (code, body["reason"]) == (503, "ServiceUnavailable") and "unable to list pods" in body["message"]
+    finally:
+        env.kube.fail = False
 
 
 def test_prometheus_stopped_is_503_never_zero(env: Env) -> None:
