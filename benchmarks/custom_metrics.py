@@ -21,8 +21,6 @@ import asyncio
 import os
 import platform
 import re
-import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,11 +31,10 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapter.pki import CertificateAuthority
-
+from adapter.demo_support import RunningAdapter, start_adapter
 from tests.support.kube_pods import PodListStandIn
 from tests.support.prometheus import PrometheusServer, RequestCounterServer
-from tests.support.services import claimed_redis_db, free_port, wait_for
+from tests.support.services import claimed_redis_db
 
 NAMESPACE = "lensing"
 
@@ -66,34 +63,17 @@ def write_kubeconfig(path: Path, server: str) -> None:
     path.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: stand-in\n"
         f"clusters: [{{name: stand-in, cluster: {{server: '{server}'}}}}]\n"
-        "users: [{name: nobody, user: {}}]\n"
-        "contexts: [{name: stand-in, context: {cluster: stand-in, user: nobody}}]\n"
+        "users: [{name: bench, user: {token: stand-in}}]\n"
+        "contexts: [{name: stand-in, context: {cluster: stand-in, user: bench}}]\n"
     )
 
 
 class Adapter:
+    """The adapter as its own process (HTTPS; the client certificate of demo_support's kubeconfig user)."""
+
     def __init__(self, workdir: Path, prometheus_url: str, lister_kubeconfig: Path, broker_url: str, cache: float):
-        self.port = free_port()
-        self.workdir = workdir
-        ca = CertificateAuthority("bench-client-ca")
-        (workdir / "client-ca.pem").write_bytes(ca.cert_pem)
-        ca.issue("bench", ["system:masters"]).write(workdir / "client.pem", workdir / "client-key.pem")
+        self.workdir = workdir / f"adapter-cache-{cache:g}"
         self.args = [
-            sys.executable,
-            "-m",
-            "adapter",
-            "--secure-port",
-            str(self.port),
-            "--bind-address",
-            "127.0.0.1",
-            "--cert-dir",
-            str(workdir / "certs"),
-            "--client-ca-file",
-            str(workdir / "client-ca.pem"),
-            "--requestheader-client-ca-file",
-            str(workdir / "client-ca.pem"),
-            "--broker-url",
-            broker_url,
             "--prometheus-url",
             prometheus_url,
             "--lister-kubeconfig",
@@ -103,49 +83,21 @@ class Adapter:
             "--log-level",
             "warning",
         ]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def ssl_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        context.load_cert_chain(self.workdir / "client.pem", self.workdir / "client-key.pem")
-        return context
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        self.broker_url = broker_url
+        self.running: RunningAdapter | None = None
 
     def __enter__(self) -> Adapter:
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-        self.proc = subprocess.Popen(self.args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-        def ready() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"adapter exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
-            return asyncio.run(self._ok("/apis/custom.metrics.k8s.io/v1beta2"))
-
-        wait_for(ready, timeout=30, interval=0.2, what="adapter")
+        self.running = start_adapter(self.workdir, ["--broker-url", self.broker_url], extra_args=self.args)
+        self.context = self.running.client_ssl_context()
+        self.url = self.running.url
         return self
 
-    async def _ok(self, path: str) -> bool:
-        try:
-            async with (
-                aiohttp.ClientSession() as session,
-                session.get(self.url + path, ssl=self.ssl_context()) as response,
-            ):
-                return response.status == 200
-        except aiohttp.ClientError:
-            return False
-
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(15)
+        if self.running is not None:
+            self.running.stop()
 
     async def queries_sent(self, session: aiohttp.ClientSession) -> float:
-        async with session.get(self.url + "/metrics", ssl=self.ssl_context()) as response:
+        async with session.get(self.url + "/metrics", ssl=self.context) as response:
             text = await response.text()
         total = 0.0
         for result, value in re.findall(
@@ -163,18 +115,15 @@ def stream_path(i: int) -> str:
     )
 
 
-async def one(
-    session: aiohttp.ClientSession, adapter: Adapter, context: ssl.SSLContext, path: str
-) -> tuple[float, bool]:
+async def one(session: aiohttp.ClientSession, adapter: Adapter, path: str) -> tuple[float, bool]:
     started = time.perf_counter()
-    async with session.get(adapter.url + path, ssl=context) as response:
+    async with session.get(adapter.url + path, ssl=adapter.context) as response:
         body = await response.read()
         ok = response.status == 200 and b'"items":[{' in body
     return time.perf_counter() - started, ok
 
 
 async def hpa_pattern(adapter: Adapter, hpas: int, period: float, seconds: float) -> Phase:
-    context = adapter.ssl_context()
     latencies: list[float] = []
     errors = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=hpas)) as session:
@@ -186,7 +135,7 @@ async def hpa_pattern(adapter: Adapter, hpas: int, period: float, seconds: float
             await asyncio.sleep(period * i / hpas)  # staggered, as HPAs created at different times are
             while time.perf_counter() - started < seconds:
                 tick = time.perf_counter()
-                latency, ok = await one(session, adapter, context, stream_path(i))
+                latency, ok = await one(session, adapter, stream_path(i))
                 latencies.append(latency)
                 errors += not ok
                 await asyncio.sleep(max(0.0, period - (time.perf_counter() - tick)))
@@ -198,12 +147,11 @@ async def hpa_pattern(adapter: Adapter, hpas: int, period: float, seconds: float
 
 
 async def saturation(adapter: Adapter, hpas: int, concurrency: int, seconds: float) -> Phase:
-    context = adapter.ssl_context()
     latencies: list[float] = []
     errors = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         for i in range(hpas):  # warm: connections open, pod lists and queries cached where the cache is on
-            await one(session, adapter, context, stream_path(i))
+            await one(session, adapter, stream_path(i))
         before = await adapter.queries_sent(session)
         started = time.perf_counter()
         counter = 0
@@ -212,7 +160,7 @@ async def saturation(adapter: Adapter, hpas: int, concurrency: int, seconds: flo
             nonlocal errors, counter
             while time.perf_counter() - started < seconds:
                 counter += 1
-                latency, ok = await one(session, adapter, context, stream_path(counter % hpas))
+                latency, ok = await one(session, adapter, stream_path(counter % hpas))
                 latencies.append(latency)
                 errors += not ok
 
