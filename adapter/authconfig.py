@@ -162,23 +162,26 @@ class AuthSettingsSource:
         self._configmap = {k: v for k, v in data.items() if isinstance(v, str)}
         self.refresh()
 
-    async def follow_configmap(self, kube: KubeClient, interval: float = 10.0) -> None:
+    async def read_configmap(self, kube: KubeClient, last_version: str | None = None) -> str | None:
+        """Read the ConfigMap once; apply it when its resourceVersion changed. Returns the version seen.
+        Raises KubeAPIError when it cannot be read."""
+        configmap = await kube.configmap(CONFIGMAP_NAMESPACE, CONFIGMAP_NAME)
+        version = (configmap.get("metadata") or {}).get("resourceVersion")
+        if version is None or version != last_version:
+            self.apply_configmap(dict(configmap.get("data") or {}))
+        return str(version) if version is not None else None
+
+    async def follow_configmap(self, kube: KubeClient, interval: float = 10.0, last_version: str | None = None) -> None:
         """Re-read the ConfigMap every ``interval`` seconds until cancelled; an unreadable one keeps the last."""
-        last_version: str | None = None
         warned = False
         while True:
+            await asyncio.sleep(interval)
             try:
-                configmap = await kube.configmap(CONFIGMAP_NAMESPACE, CONFIGMAP_NAME)
+                last_version = await self.read_configmap(kube, last_version)
+                warned = False
             except KubeAPIError as exc:
                 if not warned:
                     log.warning(
                         "%s/%s cannot be read (%s); keeping the last settings", CONFIGMAP_NAMESPACE, CONFIGMAP_NAME, exc
                     )
                     warned = True
-            else:
-                warned = False
-                version = (configmap.get("metadata") or {}).get("resourceVersion")
-                if version is None or version != last_version:
-                    last_version = version
-                    self.apply_configmap(dict(configmap.get("data") or {}))
-            await asyncio.sleep(interval)

@@ -18,7 +18,7 @@ from adapter.authn import Authenticator
 from adapter.authz import Authorizer
 from adapter.config import BrokerConfig, ConfigError, load_config, single_broker
 from adapter.external import ExternalMetricsProvider, open_bindings
-from adapter.kubeapi import KubeClient, KubeConfigError, in_cluster, load_kubeconfig
+from adapter.kubeapi import KubeAPIError, KubeClient, KubeConfigError, in_cluster, load_kubeconfig
 from adapter.metrics import AdapterStats
 from adapter.server import AdapterServer
 from adapter.tls import ReloadingServerContext, TLSConfigError, serving_files
@@ -264,9 +264,13 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event | None = None) ->
     )
     follow: asyncio.Task[None] | None = None
     if authn_kube is not None and not (args.client_ca_file and args.requestheader_client_ca_file):
-        # read once before serving, so the TLS layer knows at start whether to ask for client certificates
-        follow = asyncio.create_task(settings.follow_configmap(authn_kube))
-        await asyncio.sleep(0)
+        # read before serving, so the TLS layer knows at start whether to ask for client certificates
+        version = None
+        try:
+            version = await settings.read_configmap(authn_kube)
+        except KubeAPIError as exc:
+            log.warning("the extension-apiserver-authentication ConfigMap cannot be read yet: %s", exc)
+        follow = asyncio.create_task(settings.follow_configmap(authn_kube, last_version=version))
     hosts = ["localhost", "127.0.0.1", socket.gethostname()]
     cert, key = serving_files(args.tls_cert_file or None, args.tls_private_key_file or None, args.cert_dir, hosts)
     tls = ReloadingServerContext(cert, key, settings)

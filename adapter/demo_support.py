@@ -75,6 +75,7 @@ class RunningAdapter:
     client_ca: CertificateAuthority
     log_path: Path
     extra: dict[str, Any] = field(default_factory=dict)
+    server_ca_file: Path | None = None  # what verifies the serving certificate (default: the self-signed one)
 
     @property
     def url(self) -> str:
@@ -82,7 +83,8 @@ class RunningAdapter:
 
     @property
     def serving_cert(self) -> Path:
-        return self.workdir / "certs" / "apiserver.crt"
+        """The file a client trusts for the adapter's serving certificate."""
+        return self.server_ca_file or self.workdir / "certs" / "apiserver.crt"
 
     def client_ssl_context(self, client: Issued | None = None) -> ssl.SSLContext:
         """An SSL context that trusts the adapter and presents ``client`` (default: the kubeconfig's user)."""
@@ -114,12 +116,17 @@ def start_adapter(
     env: Mapping[str, str] | None = None,
     port: int | None = None,
     timeout: float = 30.0,
+    client_ca: CertificateAuthority | None = None,
+    client_ca_flag: bool = True,
+    server_ca_file: Path | None = None,
 ) -> RunningAdapter:
     """Start `python -m adapter` on 127.0.0.1 with a self-signed serving certificate in ``workdir/certs``,
-    a client CA in ``workdir`` and a kubeconfig whose user (CN demo, O system:masters) it trusts."""
+    a client CA in ``workdir`` and a kubeconfig whose user (CN demo, O system:masters) it trusts.
+    ``server_ca_file``: the CA of a serving certificate given with --tls-cert-file.
+    ``client_ca_flag=False`` leaves --client-ca-file out (the CA then comes from the cluster's ConfigMap)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    ca = CertificateAuthority("lensing-demo-client-ca")
+    ca = client_ca or CertificateAuthority("lensing-demo-client-ca")
     (workdir / "client-ca.crt").write_bytes(ca.cert_pem)
     client = ca.issue("demo", ["system:masters"])
     log_path = workdir / "adapter.log"
@@ -133,8 +140,7 @@ def start_adapter(
         str(port),
         "--cert-dir",
         str(workdir / "certs"),
-        "--client-ca-file",
-        str(workdir / "client-ca.crt"),
+        *(["--client-ca-file", str(workdir / "client-ca.crt")] if client_ca_flag else []),
         *broker_args,
         *extra_args,
     ]
@@ -146,7 +152,9 @@ def start_adapter(
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(repo), **(env or {})},
         )
-    running = RunningAdapter(process, port, workdir, workdir / "kubeconfig", ca, log_path, {"client": client})
+    running = RunningAdapter(
+        process, port, workdir, workdir / "kubeconfig", ca, log_path, {"client": client}, server_ca_file
+    )
     deadline = time.monotonic() + timeout
     while not running.serving_cert.exists() or not _healthy(running):
         if process.poll() is not None or time.monotonic() > deadline:
