@@ -32,7 +32,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapter.demo_support import RunningAdapter, start_adapter
-from tests.support.kube_pods import PodListStandIn
+from tests.adapter.kube_standin import KubeStandIn
 from tests.support.prometheus import PrometheusServer, RequestCounterServer
 from tests.support.services import claimed_redis_db
 
@@ -57,15 +57,6 @@ class Phase:
             return float("nan")
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
-def write_kubeconfig(path: Path, server: str) -> None:
-    path.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: stand-in\n"
-        f"clusters: [{{name: stand-in, cluster: {{server: '{server}'}}}}]\n"
-        "users: [{name: bench, user: {token: stand-in}}]\n"
-        "contexts: [{name: stand-in, context: {cluster: stand-in, user: bench}}]\n"
-    )
 
 
 class Adapter:
@@ -183,20 +174,19 @@ def main() -> int:
     rates = {(NAMESPACE, f"app-{i}-{k}"): float(i + 1) for i in range(args.hpas) for k in range(2)}
     pods = {NAMESPACE: {f"app-{i}-{k}": {"app": f"app-{i}"} for i in range(args.hpas) for k in range(2)}}
     app = RequestCounterServer(rates).start()
-    kube = PodListStandIn(pods).start()
+    kube = KubeStandIn({}, lambda _spec: False, pods=pods).start()
     prom = PrometheusServer([app.target]).start()
     results: dict[float, list[Phase]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="bench-custom-") as tmp, claimed_redis_db() as db:
             workdir = Path(tmp)
-            kubeconfig = workdir / "lister.kubeconfig"
-            write_kubeconfig(kubeconfig, kube.url)
+            kubeconfig = kube.kubeconfig(workdir / "lister.kubeconfig")
             broker = f"redis://127.0.0.1:6379/{db}"
             print("waiting for Prometheus to have two scrapes of every series ...", flush=True)
             time.sleep(8)
             for cache in (args.cache_seconds, 0.0):
                 with Adapter(workdir, prom.url, kubeconfig, broker, cache) as adapter:
-                    lists_before = kube.lists
+                    lists_before = kube.pod_lists
                     hpa = asyncio.run(hpa_pattern(adapter, args.hpas, args.period, args.hpa_seconds))
                     sat = asyncio.run(saturation(adapter, args.hpas, args.concurrency, args.saturation_seconds))
                     results[cache] = [hpa, sat]
@@ -205,12 +195,12 @@ def main() -> int:
                         f"p99 {hpa.pct(0.99):.1f} ms, {hpa.prom_queries:.0f} Prometheus queries; "
                         f"saturation {sat.rps:.0f} req/s ({sat.errors} errors) p50 {sat.pct(0.5):.1f} ms "
                         f"p99 {sat.pct(0.99):.1f} ms, {sat.prom_queries / sat.seconds:.1f} Prometheus queries/s; "
-                        f"pod lists {kube.lists - lists_before}",
+                        f"pod lists {kube.pod_lists - lists_before}",
                         flush=True,
                     )
     finally:
         prom.close()
-        kube.close()
+        kube.stop()
         app.close()
 
     cached, baseline = results[args.cache_seconds], results[0.0]

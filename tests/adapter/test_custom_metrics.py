@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +15,13 @@ import yaml
 
 from adapter.demo_support import RunningAdapter, start_adapter
 from adapter.quantity import parse_quantity
-from tests.support.kube_pods import PodListStandIn
+from tests.adapter.conftest import Client, kubectl
+from tests.adapter.kube_standin import KubeStandIn
 from tests.support.prometheus import PrometheusServer, RequestCounterServer, prometheus_scraping
-from tests.support.services import REPO, wait_for
+from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration
 
-KUBECTL = str(REPO / ".tools" / "bin" / "kubectl")
 RATES = {("lensing", "api-0"): 4.0, ("lensing", "api-1"): 10.0, ("lensing", "api-2"): 2.5}
 PODS = {
     "lensing": {
@@ -59,14 +57,13 @@ BY_SELECTOR = "/namespaces/lensing/pods/*/http_requests_per_second?labelSelector
 
 class Env:
     def __init__(
-        self, adapter: RunningAdapter, prom: PrometheusServer, app: RequestCounterServer, kube: PodListStandIn
+        self, adapter: RunningAdapter, prom: PrometheusServer, app: RequestCounterServer, kube: KubeStandIn
     ) -> None:
         self.adapter, self.prom, self.app, self.kube = adapter, prom, app, kube
+        self.client = Client(adapter, None)
 
     def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [KUBECTL, "--kubeconfig", str(self.adapter.kubeconfig), *args], capture_output=True, text=True, timeout=30
-        )
+        return kubectl(self.adapter.kubeconfig, *args)
 
     def raw(self, path: str) -> dict[str, Any]:
         done = self.kubectl("get", "--raw", path)
@@ -75,13 +72,8 @@ class Env:
 
     def status(self, path: str) -> tuple[int, dict[str, Any]]:
         """The HTTP status and body, for the answers kubectl turns into an error line."""
-        try:
-            with urllib.request.urlopen(
-                self.adapter.url + path, context=self.adapter.client_ssl_context(), timeout=10
-            ) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+        reply = self.client.get(path)
+        return reply.status, reply.json()
 
 
 def close_to(quantity: str, expected: float) -> bool:
@@ -93,20 +85,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     from tests.support.services import claimed_redis_db
 
     workdir: Path = tmp_path_factory.mktemp("custom-api")
-    kube = PodListStandIn(PODS).start()
-    lister = workdir / "lister.kubeconfig"
-    lister.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "k", "cluster": {"server": kube.url}}],
-                "users": [{"name": "u", "user": {"token": "stand-in"}}],
-                "contexts": [{"name": "k", "context": {"cluster": "k", "user": "u"}}],
-                "current-context": "k",
-            }
-        )
-    )
+    kube = KubeStandIn({}, lambda _spec: False, pods=PODS).start()
+    lister = kube.kubeconfig(workdir / "lister.kubeconfig")
     try:
         with claimed_redis_db() as db, prometheus_scraping(RATES) as (prom, app):
             config = json.loads(json.dumps(CONFIG))
@@ -144,9 +124,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 wait_for(settled, timeout=40, interval=0.5, what="rates served by the adapter")
                 yield e
             finally:
+                e.client.close()
                 adapter.stop()
     finally:
-        kube.close()
+        kube.stop()
 
 
 def test_discovery_through_kubectl(env: Env) -> None:
@@ -253,20 +234,19 @@ def test_errors_are_status_objects(env: Env) -> None:
 
 
 def test_adapter_metrics_count_prometheus_queries(env: Env) -> None:
-    with urllib.request.urlopen(env.adapter.url + "/metrics", context=env.adapter.client_ssl_context()) as response:
-        text = response.read().decode()
+    text = env.client.get("/metrics").body.decode()
     assert 'lensing_adapter_prometheus_queries_total{result="success"}' in text
     assert "lensing_adapter_prometheus_query_duration_seconds_bucket" in text
 
 
 def test_pod_list_failure_is_503(env: Env) -> None:
-    env.kube.fail = True
+    env.kube.fail_pod_lists = True
     try:
         path = V2 + "/namespaces/lensing/pods/*/http_requests_per_second?labelSelector=app%3Dapi,track"
         code, body = wait_for(lambda: (r := env.status(path))[0] != 200 and r, timeout=10, what="503")
         assert (code, body["reason"]) == (503, "ServiceUnavailable") and "unable to list pods" in body["message"]
     finally:
-        env.kube.fail = False
+        env.kube.fail_pod_lists = False
 
 
 def test_prometheus_stopped_is_503_never_zero(env: Env) -> None:
