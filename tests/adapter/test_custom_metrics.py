@@ -17,7 +17,13 @@ from adapter.demo_support import RunningAdapter, start_adapter
 from adapter.quantity import parse_quantity
 from tests.adapter.conftest import Client, kubectl
 from tests.adapter.kube_standin import KubeStandIn
-from tests.support.prometheus import PrometheusServer, RequestCounterServer, prometheus_scraping
+from tests.support.prometheus import (
+    TEST_WINDOW_SECONDS,
+    PrometheusServer,
+    RequestCounterServer,
+    prometheus_scraping,
+    short_window_rules,
+)
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration
@@ -32,24 +38,7 @@ PODS = {
         "worker-0": {"app": "worker"},
     }
 }
-WINDOW = "5s"  # short, so the test does not wait for a [2m] window to fill
-CONFIG = {
-    "brokers": [{"name": "platform", "url": "REPLACED", "namespaces": ["*"]}],
-    "customMetrics": [
-        {
-            "name": "http_requests_per_second",
-            "query": f'sum by (pod) (rate(http_requests_total{{namespace="<ns>",pod=~"<pods>"<matchers>}}[{WINDOW}]))',
-        },
-        {
-            "name": "http_requests_per_second",
-            "resource": "namespaces",
-            "query": f'sum(rate(http_requests_total{{namespace="<ns>"<matchers>}}[{WINDOW}]))',
-        },
-    ],
-    "externalMetrics": [
-        {"name": "api_requests_per_second", "query": f"sum(rate(http_requests_total{{<matchers>}}[{WINDOW}]))"},
-    ],
-}
+CONFIG = {"brokers": [{"name": "platform", "url": "REPLACED", "namespaces": ["*"]}], **short_window_rules()}
 V2 = "/apis/custom.metrics.k8s.io/v1beta2"
 V1 = "/apis/custom.metrics.k8s.io/v1beta1"
 BY_SELECTOR = "/namespaces/lensing/pods/*/http_requests_per_second?labelSelector=app%3Dapi"
@@ -166,7 +155,7 @@ def test_values_by_selector_equal_the_rates_v1beta2(env: Env) -> None:
         name = item["describedObject"]["name"]
         assert item["describedObject"] == {"kind": "Pod", "name": name, "apiVersion": "v1", "namespace": "lensing"}
         assert item["metric"] == {"name": "http_requests_per_second", "selector": None}
-        assert item["windowSeconds"] == 5
+        assert item["windowSeconds"] == TEST_WINDOW_SECONDS
         assert item["timestamp"].endswith("Z")
         assert close_to(item["value"], RATES[("lensing", name)]), item
 

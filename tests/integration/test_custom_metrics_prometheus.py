@@ -17,7 +17,13 @@ from adapter.prom_external import PromExternalMetrics
 from adapter.prometheus import PrometheusClient
 from adapter.quantity import parse_quantity
 from adapter.selectors import parse_selector
-from tests.support.prometheus import PrometheusServer, RequestCounterServer, prometheus_scraping
+from tests.support.prometheus import (
+    TEST_WINDOW,
+    PrometheusServer,
+    RequestCounterServer,
+    prometheus_scraping,
+    short_window_rules,
+)
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration
@@ -29,27 +35,7 @@ RATES = {
     ("lensing", "api-2"): 0.75,
     ("staging", "api-0"): 100.0,
 }
-# A short rate window so the test does not wait two minutes for the default [2m] to fill.
-WINDOW = "5s"
-TEST_RULES: dict[str, Any] = {
-    "customMetrics": [
-        {
-            "name": "http_requests_per_second",
-            "query": f'sum by (pod) (rate(http_requests_total{{namespace="<ns>",pod=~"<pods>"<matchers>}}[{WINDOW}]))',
-        },
-        {
-            "name": "http_requests_per_second",
-            "resource": "namespaces",
-            "query": f'sum(rate(http_requests_total{{namespace="<ns>"<matchers>}}[{WINDOW}]))',
-        },
-    ],
-    "externalMetrics": [
-        {
-            "name": "api_requests_per_second",
-            "query": f"sum by (namespace) (rate(http_requests_total{{<matchers>}}[{WINDOW}]))",
-        },
-    ],
-}
+TEST_RULES = short_window_rules()
 PODS = {  # what a stand-in Kubernetes API lists: pod name -> labels
     "lensing": {
         "api-0": {"app": "api"},
@@ -90,7 +76,7 @@ def prometheus() -> Iterator[tuple[PrometheusServer, RequestCounterServer]]:
         async def settled() -> bool:
             client = PrometheusClient(prom.url, cache_seconds=0)
             try:
-                result = await client.query(f"sum by (namespace, pod) (rate(http_requests_total[{WINDOW}]))")
+                result = await client.query(f"sum by (namespace, pod) (rate(http_requests_total[{TEST_WINDOW}]))")
             finally:
                 await client.close()
             got = {(s.labels["namespace"], s.labels["pod"]): s.value for s in result.samples}

@@ -18,11 +18,40 @@ import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from aiohttp import web
 
 from tests.support.services import free_port, wait_for
+
+#: A short rate window, so a test does not wait two minutes for the default [2m] to fill (1 s scrapes).
+TEST_WINDOW = "5s"
+TEST_WINDOW_SECONDS = 5
+
+
+def short_window_rules() -> dict[str, Any]:
+    """The config file's PromQL sections as shipped, with the short window: http_requests_per_second for
+    pods and namespaces, and an external api_requests_per_second by namespace."""
+    w = TEST_WINDOW
+    return {
+        "customMetrics": [
+            {
+                "name": "http_requests_per_second",
+                "query": f'sum by (pod) (rate(http_requests_total{{namespace="<ns>",pod=~"<pods>"<matchers>}}[{w}]))',
+            },
+            {
+                "name": "http_requests_per_second",
+                "resource": "namespaces",
+                "query": f'sum(rate(http_requests_total{{namespace="<ns>"<matchers>}}[{w}]))',
+            },
+        ],
+        "externalMetrics": [
+            {
+                "name": "api_requests_per_second",
+                "query": f"sum by (namespace) (rate(http_requests_total{{<matchers>}}[{w}]))",
+            },
+        ],
+    }
 
 
 class ThreadedApp:
