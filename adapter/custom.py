@@ -100,16 +100,17 @@ class CustomMetricsProvider:
                 return []
         result = await self._prom(render(rule.query, namespace=namespace, pods=names, matchers=matchers))
         wanted = None if names is None else set(names)
-        values = []
+        values: dict[str, MetricValue] = {}
         for sample in result.samples:
             pod = sample.labels.get("pod")
             if pod is None or (wanted is not None and pod not in wanted):
                 continue
-            values.append(
-                MetricValue("Pod", pod, namespace, metric, sample.value, sample.timestamp, rule.window_seconds)
+            if pod in values:
+                raise internal_error(f"the query of metric {metric} for pods returned several series for pod {pod}")
+            values[pod] = MetricValue(
+                "Pod", pod, namespace, metric, sample.value, sample.timestamp, rule.window_seconds
             )
-        values.sort(key=lambda v: v.name)
-        return values
+        return [values[pod] for pod in sorted(values)]
 
     async def pod_by_name(
         self, namespace: str, name: str, metric: str, metric_selector: Sequence[Requirement] = ()

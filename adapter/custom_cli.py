@@ -105,7 +105,7 @@ class CustomSetup:
         if self.promql_external is None or not self.promql_external.names():
             return brokers
         try:
-            return ExternalWithPromQL(brokers, self.promql_external)
+            return ExternalWithPromQL(brokers, self.promql_external, export_query_stats=self.custom is None)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 

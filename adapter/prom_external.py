@@ -63,12 +63,16 @@ class PromExternalMetrics:
 class ExternalWithPromQL:
     """The broker provider of external.metrics.k8s.io plus the PromQL-backed metrics of the config file."""
 
-    def __init__(self, brokers: GroupProvider, promql: PromExternalMetrics) -> None:
+    def __init__(
+        self, brokers: GroupProvider, promql: PromExternalMetrics, *, export_query_stats: bool = False
+    ) -> None:
         clash = {r.name for r in brokers.resources(brokers.versions[0])} & set(promql.names())
         if clash:
             raise ValueError(f"externalMetrics: {', '.join(sorted(clash))} is already served from the brokers")
         self.brokers = brokers
         self.promql = promql
+        # the query counters are exported once: here only when no custom.metrics.k8s.io group does it
+        self.export_query_stats = export_query_stats
         self.group = brokers.group
         self.versions = brokers.versions
 
@@ -93,7 +97,8 @@ class ExternalWithPromQL:
         }
 
     def collectors(self) -> Iterable[Collector]:
-        return self.brokers.collectors()
+        extra = [self.promql.prometheus.stats.collector()] if self.export_query_stats else []
+        return [*self.brokers.collectors(), *extra]
 
     def readiness(self) -> tuple[bool, str]:
         return self.brokers.readiness()
