@@ -32,6 +32,8 @@ log = logging.getLogger("adapter")
 DESCRIPTION = """\
 Serve external.metrics.k8s.io/v1beta1 to the Kubernetes aggregation layer: celery_queue_length (waiting)
 and celery_queue_backlog (waiting + in flight) per queue, read from the broker in the background.
+With --prometheus-url, also custom.metrics.k8s.io/v1beta2 and v1beta1 (http_requests_per_second per pod
+and per namespace by default; PromQL rules in --config) and PromQL-backed external metrics.
 
 Flags that kube-apiserver also has keep its names and meanings. Every request is authenticated (client
 certificate, front-proxy certificate + X-Remote-* headers, or bearer token via TokenReview) and authorized

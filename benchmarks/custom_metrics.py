@@ -11,7 +11,7 @@ Per run:
 - saturation: closed loop, ``--concurrency`` connections cycling through the 100 streams: requests/s
   sustained, p50/p99, and Prometheus queries/s.
 
-    .venv/bin/python benchmarks/custom_metrics.py [--hpas 100] [--hpa-seconds 30] [--saturation-seconds 8]
+    .venv/bin/python benchmarks/custom_metrics.py [--hpas 100] [--hpa-seconds 30] [--saturation-seconds 20]
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def main() -> int:
     parser.add_argument("--hpas", type=int, default=100)
     parser.add_argument("--period", type=float, default=15.0)
     parser.add_argument("--hpa-seconds", type=float, default=30.0)
-    parser.add_argument("--saturation-seconds", type=float, default=8.0)
+    parser.add_argument("--saturation-seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--cache-seconds", type=float, default=5.0)
     args = parser.parse_args()
