@@ -9,10 +9,12 @@ The server does the rest (TLS, authentication, authorization, discovery, errors,
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 from prometheus_client.registry import Collector
 
@@ -93,13 +95,18 @@ class APIResource:
         }
 
 
-@dataclass(frozen=True, slots=True)
 class ApiRequest:
-    """A GET below ``/apis/GROUP/VERSION/``: the path segments after the version, and the query."""
+    """A GET below ``/apis/GROUP/VERSION/``: the path segments after the version, and the query string
+    (parsed on first use of ``query``, as Go's ``url.ParseQuery``: ``+`` is a space, the first value wins)."""
 
-    version: str
-    segments: tuple[str, ...]
-    query: Mapping[str, str] = field(default_factory=dict)
+    def __init__(self, version: str, segments: tuple[str, ...], query_string: str = "") -> None:
+        self.version = version
+        self.segments = segments
+        self.query_string = query_string
+
+    @functools.cached_property
+    def query(self) -> Mapping[str, str]:
+        return dict(reversed(parse_qsl(self.query_string, keep_blank_values=True)))
 
 
 class GroupProvider(Protocol):
@@ -112,8 +119,9 @@ class GroupProvider(Protocol):
         """Discovery: never empty (an empty list breaks kubectl and helm across the cluster)."""
         ...
 
-    async def get(self, request: ApiRequest) -> dict[str, Any]:
-        """The object to answer with; raise :class:`ApiError` for anything else."""
+    async def get(self, request: ApiRequest) -> dict[str, Any] | bytes:
+        """The object to answer with (or its JSON, already encoded with :func:`go_json`);
+        raise :class:`ApiError` for anything else."""
         ...
 
     def collectors(self) -> Iterable[Collector]: ...

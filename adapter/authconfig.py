@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,8 @@ CONFIGMAP_NAME = "extension-apiserver-authentication"
 DEFAULT_USERNAME_HEADERS = ("X-Remote-User",)
 DEFAULT_GROUP_HEADERS = ("X-Remote-Group",)
 DEFAULT_EXTRA_PREFIXES = ("X-Remote-Extra-",)
+#: CA files are looked at (stat) at most this often: a replaced CA is in use within a second
+FILE_CHECK_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,7 @@ class AuthSettingsSource:
         self._stamp: tuple[Any, ...] | None = None
         self._lock = threading.Lock()
         self._settings = AuthSettings()
+        self._next_check = 0.0
         self.refresh()
 
     @staticmethod
@@ -89,6 +93,10 @@ class AuthSettingsSource:
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def current(self) -> AuthSettings:
+        now = time.monotonic()
+        if now < self._next_check:
+            return self._settings
+        self._next_check = now + FILE_CHECK_INTERVAL
         stamp = (self._file_stamp(self.client_ca_file), self._file_stamp(self.requestheader_ca_file))
         if self._stamp is None or stamp != self._stamp[:2]:
             self.refresh()

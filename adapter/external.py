@@ -13,16 +13,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from adapter.api import ApiError, ApiRequest, APIResource, bad_request, rfc3339, service_unavailable
+from adapter.api import ApiError, ApiRequest, APIResource, bad_request, go_json, rfc3339, service_unavailable
 from adapter.config import ANY_NAMESPACE, BrokerConfig
 from adapter.quantity import format_quantity
-from adapter.selectors import SelectorError, parse_selector
-from exporter.brokers import QueueDepth, open_reader
+from adapter.selectors import Selector, SelectorError, parse_selector
+from exporter.brokers import BrokerSnapshot, QueueDepth, open_reader
 from exporter.poller import BrokerPoller
 
 GROUP = "external.metrics.k8s.io"
@@ -35,6 +34,7 @@ METRICS: dict[str, Callable[[QueueDepth], int | None]] = {
     "celery_queue_length": lambda depth: depth.waiting,
 }
 EMPTY_QUEUE = QueueDepth(waiting=0, inflight=0)
+ANSWER_CACHE_LIMIT = 1024
 
 
 @dataclass(slots=True)
@@ -63,6 +63,8 @@ class ExternalMetricsProvider:
         self.bindings = list(bindings)
         self.max_staleness = max_staleness
         self.clock = clock
+        # (binding name, metric, query string) -> (the snapshot it was computed from, the encoded answer)
+        self._answers: dict[tuple[str, str, str], tuple[BrokerSnapshot, bytes]] = {}
         self._by_namespace: dict[str, BrokerBinding] = {}
         for binding in self.bindings:
             for namespace in binding.config.namespaces:
@@ -76,7 +78,7 @@ class ExternalMetricsProvider:
         return [APIResource(name, "ExternalMetricValueList") for name in sorted(METRICS)]
 
     # -- values ------------------------------------------------------------------------------------
-    async def get(self, request: ApiRequest) -> dict[str, Any]:
+    async def get(self, request: ApiRequest) -> bytes:
         segments = request.segments
         if len(segments) != 3 or segments[0] != "namespaces":
             raise ApiError(
@@ -94,12 +96,9 @@ class ExternalMetricsProvider:
                 f"the server could not find the metric {metric} (served: {', '.join(sorted(METRICS))})",
                 {"name": metric, "group": GROUP, "kind": metric},
             )
-        try:
-            selector = parse_selector(request.query.get("labelSelector", ""))
-        except SelectorError as exc:
-            raise bad_request(f"invalid labelSelector: {exc}") from None
         binding = self.binding_for(namespace)
         if binding is None:
+            self._selector(request)  # a bad selector is a 400 wherever it is sent
             raise ApiError(
                 404,
                 "NotFound",
@@ -118,6 +117,11 @@ class ExternalMetricsProvider:
                 f"the last good read of broker {binding.config.name!r} is {age:.1f}s old "
                 f"(--max-staleness {self.max_staleness:g}s): {state.last_error or 'no read since'}"
             )
+        key = (binding.config.name, metric, request.query_string)
+        cached = self._answers.get(key)
+        if cached is not None and cached[0] is snapshot:
+            return cached[1]  # the same question about the same read: the same bytes
+        selector = self._selector(request)
         queues = dict(snapshot.queues)
         for named in selector.named_values(QUEUE_LABEL):
             queues.setdefault(named, EMPTY_QUEUE)  # an empty Redis list has no key: the queue is 0, not missing
@@ -136,7 +140,20 @@ class ExternalMetricsProvider:
             items.append(
                 {"metricName": metric, "metricLabels": labels, "timestamp": timestamp, "value": format_quantity(value)}
             )
-        return {"kind": "ExternalMetricValueList", "apiVersion": f"{GROUP}/{VERSION}", "metadata": {}, "items": items}
+        body = go_json(
+            {"kind": "ExternalMetricValueList", "apiVersion": f"{GROUP}/{VERSION}", "metadata": {}, "items": items}
+        )
+        if len(self._answers) >= ANSWER_CACHE_LIMIT:
+            self._answers.clear()  # bounded: distinct questions beyond this just cost a recomputation
+        self._answers[key] = (snapshot, body)
+        return body
+
+    @staticmethod
+    def _selector(request: ApiRequest) -> Selector:
+        try:
+            return parse_selector(request.query.get("labelSelector", ""))
+        except SelectorError as exc:
+            raise bad_request(f"invalid labelSelector: {exc}") from None
 
     # -- health ------------------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:

@@ -11,6 +11,7 @@ query before handing the text here.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -323,6 +324,8 @@ class _Parser:
         return Requirement(key, op, vals)
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_selector(text: str) -> Selector:
-    """Parse a label selector (already URL-decoded). Raises SelectorError with a one-line message."""
+    """Parse a label selector (already URL-decoded). Raises SelectorError with a one-line message.
+    Parsed selectors are kept (the HPAs of a cluster ask the same few again and again)."""
     return _Parser(text).parse()

@@ -13,7 +13,6 @@ import ssl
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
@@ -30,7 +29,7 @@ from adapter.api import (
     status_body,
 )
 from adapter.authn import Authenticator
-from adapter.authz import AuthorizationUnavailable, Authorizer, forbidden_message, request_info
+from adapter.authz import AuthorizationUnavailable, Authorizer, forbidden_message
 from adapter.metrics import AdapterStats, StatsCollector
 
 log = logging.getLogger(__name__)
@@ -83,12 +82,12 @@ class AdapterServer:
                 self.registry.register(collector)
 
     # -- plumbing ----------------------------------------------------------------------------------
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        return app
+    def web_server(self) -> web.Server:
+        """aiohttp's low-level server: every request goes to :meth:`handle`, which routes itself (no
+        router, no middleware chain: the per-request cost stays in the adapter's own code)."""
+        return web.Server(self.handle, access_log=None, client_max_size=64 * 1024)
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         path = request.path
         response: web.StreamResponse
@@ -104,8 +103,7 @@ class AdapterServer:
         self.stats.request(response.status, _kind(path), time.perf_counter() - started)
         return response
 
-    async def _serve(self, request: web.Request, path: str) -> web.StreamResponse:
-        info = request_info(request.method, path)
+    async def _serve(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
         if not self.authorizer.path_always_allowed(path):
             ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
             der = ssl_object.getpeercert(binary_form=True) if isinstance(ssl_object, ssl.SSLObject) else None
@@ -113,7 +111,7 @@ class AdapterServer:
             if user is None:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             try:
-                decision = await self.authorizer.authorize(user, info)
+                decision, info = await self.authorizer.authorize_request(user, request.method, path)
             except AuthorizationUnavailable as exc:
                 raise ApiError(503, "ServiceUnavailable", str(exc)) from None
             if not decision.allowed:
@@ -128,7 +126,7 @@ class AdapterServer:
         return await self._route(request, path)
 
     # -- routes ------------------------------------------------------------------------------------
-    async def _route(self, request: web.Request, path: str) -> web.StreamResponse:
+    async def _route(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
         if path in ("/healthz", "/livez"):
             return web.Response(text="ok")
         if path == "/readyz":
@@ -151,8 +149,10 @@ class AdapterServer:
             raise NOT_FOUND
         if len(segments) == 3:
             return json_response(api_resource_list(provider, version))
-        query = dict(reversed(parse_qsl(request.query_string, keep_blank_values=True)))  # first value wins, as Go
-        return json_response(await provider.get(ApiRequest(version, tuple(segments[3:]), query)))
+        answer = await provider.get(ApiRequest(version, tuple(segments[3:]), request.query_string))
+        if isinstance(answer, bytes):
+            return web.Response(body=answer, headers=JSON_HEADERS)
+        return json_response(answer)
 
     def _readyz(self) -> web.Response:
         lines, ready = [], True
@@ -176,7 +176,7 @@ class AdapterServer:
                 log.exception("stopping %s failed", provider.group)
 
     async def serve(self, host: str, port: int, ssl_context: ssl.SSLContext, stop: asyncio.Event) -> None:
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        runner = web.ServerRunner(self.web_server(), handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
         await site.start()
