@@ -80,7 +80,7 @@ class ExternalWithPromQL:
         extra = [APIResource(name, "ExternalMetricValueList") for name in self.promql.names()]
         return sorted([*self.brokers.resources(version), *extra], key=lambda r: r.name)
 
-    async def get(self, request: ApiRequest) -> dict[str, Any]:
+    async def get(self, request: ApiRequest) -> dict[str, Any] | bytes:
         segments = request.segments
         if len(segments) != 3 or segments[0] != "namespaces" or segments[2] not in self.promql.names():
             return await self.brokers.get(request)

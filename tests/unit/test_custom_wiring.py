@@ -56,7 +56,7 @@ def test_external_group_lists_both_and_sends_broker_metrics_to_the_brokers() -> 
     brokers = Brokers()
     group = ExternalWithPromQL(brokers, promql(["api_5xx_per_second"]))
     assert [r.name for r in group.resources("v1beta1")] == ["api_5xx_per_second", "celery_queue_length"]
-    request = ApiRequest("v1beta1", ("namespaces", "default", "celery_queue_length"), {})
+    request = ApiRequest("v1beta1", ("namespaces", "default", "celery_queue_length"))
     assert asyncio.run(group.get(request)) == {"from": "brokers"}
     assert brokers.asked == [request]
 
