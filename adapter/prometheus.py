@@ -119,6 +119,7 @@ class PrometheusClient:
         self.cache_seconds = cache_seconds
         self.stats = stats or QueryStats()
         self._headers = dict(headers or {})
+        self.max_concurrent = max_concurrent
         self._semaphore = asyncio.Semaphore(max_concurrent)
         self._cache = TTLCache()  # bounded: the oldest entries go first
         self._inflight: dict[str, asyncio.Task[QueryResult]] = {}
@@ -166,23 +167,35 @@ class PrometheusClient:
         return result
 
     async def _send(self, promql: str) -> QueryResult:
-        async with self._semaphore:
-            started = time.perf_counter()
-            try:
-                result = await asyncio.wait_for(self._post(promql), self.timeout)
-            except TimeoutError:
-                self.stats.count("timeout")
-                raise PrometheusError("timeout", f"Prometheus did not answer within {self.timeout:g}s") from None
-            except PrometheusError:
-                self.stats.count("error")
-                raise
-            except (aiohttp.ClientError, OSError, ValueError) as exc:
-                self.stats.count("error")
-                raise PrometheusError("error", f"Prometheus query failed: {type(exc).__name__}: {exc}") from None
-            finally:
-                self.stats.observe(time.perf_counter() - started)
-            self.stats.count("success")
-            return result
+        # The timeout covers the wait for a slot too: with Prometheus slow, queued queries fail in time
+        # (503) instead of piling up behind the ones in flight.
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._semaphore.acquire()
+        except TimeoutError:
+            self.stats.count("timeout")
+            raise PrometheusError(
+                "timeout", f"no query slot within {self.timeout:g}s ({self.max_concurrent} queries in flight)"
+            ) from None
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout_at(deadline):
+                result = await self._post(promql)
+        except TimeoutError:
+            self.stats.count("timeout")
+            raise PrometheusError("timeout", f"Prometheus did not answer within {self.timeout:g}s") from None
+        except PrometheusError:
+            self.stats.count("error")
+            raise
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            self.stats.count("error")
+            raise PrometheusError("error", f"Prometheus query failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            self._semaphore.release()
+            self.stats.observe(time.perf_counter() - started)
+        self.stats.count("success")
+        return result
 
     async def _post(self, promql: str) -> QueryResult:
         # POST: a query naming many pods can be longer than a URL may be.

@@ -154,6 +154,19 @@ def test_timeout() -> None:
     run(fake, body, timeout=0.2)
 
 
+def test_waiting_for_a_slot_counts_against_the_timeout() -> None:
+    fake = FakePrometheus()
+    fake.delay = 1
+
+    async def body(c: PrometheusClient) -> None:
+        results = await asyncio.gather(c.query("a"), c.query("b"), return_exceptions=True)
+        assert all(isinstance(r, PrometheusError) and r.reason == "timeout" for r in results), results
+        assert "no query slot within 0.3s (1 queries in flight)" in str(results[1])
+
+    run(fake, body, timeout=0.3, max_concurrent=1)
+    assert fake.queries == ["a"]
+
+
 def test_unreachable() -> None:
     async def main() -> None:
         client = PrometheusClient(f"http://127.0.0.1:{free_port()}")
