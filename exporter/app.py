@@ -8,7 +8,7 @@ import signal
 from collections.abc import Sequence
 
 from aiohttp import web
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter.http import build_app
 from exporter.sources import Source
@@ -19,10 +19,12 @@ log = logging.getLogger(__name__)
 class Exporter:
     def __init__(self, sources: Sequence[Source]) -> None:
         self.sources = list(sources)
+        self.collectors: list[Collector] = [c for source in self.sources for c in source.collectors()]
+        # The registry is for in-process readers (tests, prometheus_client tools); /metrics renders the
+        # collectors itself so that pre-rendered queue families are reused (exporter/exposition.py).
         self.registry = CollectorRegistry(auto_describe=False)
-        for source in self.sources:
-            for collector in source.collectors():
-                self.registry.register(collector)
+        for collector in self.collectors:
+            self.registry.register(collector)
 
     def readiness(self) -> list[tuple[str, bool, str]]:
         checks = []
@@ -46,7 +48,7 @@ class Exporter:
     async def serve(self, host: str, port: int, stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None)."""
         stop = stop or _stop_on_signals()
-        runner = web.AppRunner(build_app(self.registry, self.readiness), access_log=None)
+        runner = web.AppRunner(build_app(self.collectors, self.readiness), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()

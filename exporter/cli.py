@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -21,9 +22,9 @@ log = logging.getLogger("exporter")
 DESCRIPTION = """\
 Serve Celery queue depth (waiting, in flight, delayed), Celery event metrics and GPU metrics to Prometheus.
 
-The broker is read in the background every --poll-interval seconds with one pipelined round trip
-(Redis); /metrics answers from the last read. While the broker cannot be read, the queue series are
-absent and celery_broker_up is 0: never a made-up zero.
+The broker is read in the background every --poll-interval seconds (Redis: one round trip per read,
+whatever the number of queues); /metrics answers from the last read. While the broker cannot be read,
+the queue series are absent and celery_broker_up is 0: never a made-up zero. Reads retry with backoff.
 """
 
 
@@ -44,9 +45,11 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="KEY=VALUE",
         env="CELERY_BROKER_TRANSPORT_OPTIONS",
+        env_parser=transport_options_from_env,
         help="Celery broker_transport_options entry, repeatable; VALUE may be JSON. Redis: global_keyprefix, "
-        "sep, priority_steps, unacked_key, master_name; RabbitMQ: management_url (enables discovery "
-        "and in-flight counts); SQS: queue_name_prefix, predefined_queues, region, endpoint_url",
+        "sep, priority_steps, unacked_key, master_name, sentinel_kwargs; RabbitMQ: management_url (enables "
+        "discovery and in-flight counts); SQS: queue_name_prefix, predefined_queues, region, endpoint_url. "
+        "The variable holds a JSON object or KEY=VALUE entries separated by ';'",
     )
     add_option(
         parser,
@@ -67,6 +70,20 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
         env="LENSING_POLL_INTERVAL",
         help="seconds between broker reads (default 1)",
     )
+
+
+def transport_options_from_env(raw: str) -> list[str]:
+    """``{"global_keyprefix": "app:"}`` or ``global_keyprefix=app:;sep=.`` as KEY=VALUE items."""
+    text = raw.strip()
+    if text.startswith("{"):
+        try:
+            mapping = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON object: {exc}") from None
+        if not isinstance(mapping, dict):
+            raise ValueError("expected a JSON object")
+        return [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in mapping.items()]
+    return [item.strip() for item in text.split(";") if item.strip()]
 
 
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from aiohttp import web
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector
+
+from exporter.exposition import render
 
 Readiness = Callable[[], Sequence[tuple[str, bool, str]]]
 
 
-def build_app(registry: CollectorRegistry, readiness: Readiness) -> web.Application:
+def build_app(collectors: Sequence[Collector], readiness: Readiness) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        body = encoder(registry)
+        body, content_type = render(collectors, request.headers.get("Accept", ""))
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def healthz(_request: web.Request) -> web.Response:

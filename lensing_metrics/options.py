@@ -16,18 +16,22 @@ def add_option(
     type: Callable[[str], Any] = str,
     help: str,
     action: str | None = None,
+    env_parser: Callable[[str], Any] | None = None,
     **kwargs: Any,
 ) -> None:
     """Add ``flags`` whose default comes from ``env`` when that variable is set.
 
-    Repeatable options (``action="append"``) read a comma-separated list from the variable.
+    Repeatable options (``action="append"``) read a comma-separated list from the variable, unless
+    ``env_parser`` turns the variable's text into the value itself.
     A variable that does not parse is reported the way a bad flag is: one line, exit code 2.
     """
     raw = os.environ.get(env)
     value = default
     if raw is not None and raw != "":
         try:
-            if action == "append":
+            if env_parser is not None:
+                value = env_parser(raw)
+            elif action == "append":
                 value = [type(part.strip()) for part in raw.split(",") if part.strip()]
             elif action == "store_true":
                 value = raw.strip().lower() in {"1", "true", "yes", "on"}

@@ -2,23 +2,69 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.poller import BrokerPoller
+from exporter.brokers import BrokerSnapshot
+from exporter.exposition import encode
+from exporter.poller import BrokerPoller, PollState
 
 
 class QueueCollector(Collector):
     """Queue series exist only while the last read succeeded: a broker that cannot be read
-    shows ``celery_broker_up 0`` and no queue numbers at all, never zeros."""
+    shows ``celery_broker_up 0`` and no queue numbers at all, never zeros.
+
+    The queue families are built, and rendered, once per successful read on the poll thread
+    (:meth:`prerender`); scrapes reuse them. The health families are built at each scrape.
+    """
 
     def __init__(self, poller: BrokerPoller) -> None:
         self.poller = poller
+        self._lock = threading.Lock()
+        self._for: BrokerSnapshot | None = None
+        self._families: list[Metric] = []
+        self._rendered: dict[bool, bytes] = {}
+        poller.add_listener(self.prerender)
 
     def collect(self) -> Iterator[Metric]:
+        yield from self.health_families()
+        yield from self._queue_state()[0]
+
+    def exposition(self, openmetrics: bool) -> bytes:
+        families, rendered = self._queue_state()
+        text = rendered.get(openmetrics)
+        if text is None:
+            text = encode(families, openmetrics)
+            with self._lock:
+                if self._for is self.poller.state.snapshot:
+                    self._rendered[openmetrics] = text
+        return encode(self.health_families(), openmetrics) + text
+
+    def prerender(self, state: PollState) -> None:
+        """Poll listener: build and render the queue families of a new snapshot (text format)."""
+        if state.up and state.snapshot is not None:
+            families = queue_families(state.snapshot)
+            text = encode(families, False)
+            with self._lock:
+                self._for, self._families, self._rendered = state.snapshot, families, {False: text}
+
+    def _queue_state(self) -> tuple[list[Metric], dict[bool, bytes]]:
+        state = self.poller.state
+        if not state.up or state.snapshot is None:
+            return [], {False: b"", True: b""}
+        with self._lock:
+            if self._for is state.snapshot:
+                return self._families, self._rendered
+        families = queue_families(state.snapshot)  # a read the listener has not seen yet
+        with self._lock:
+            self._for, self._families, self._rendered = state.snapshot, families, {}
+        return families, {}
+
+    def health_families(self) -> Iterator[Metric]:
         state = self.poller.state
         transport = self.poller.reader.transport
         up = GaugeMetricFamily(
@@ -53,27 +99,23 @@ class QueueCollector(Collector):
             duration.add_metric([], snapshot.duration)
             yield duration
 
-        if not state.up or snapshot is None:
-            return
-        length = GaugeMetricFamily(
-            "celery_queue_length",
-            "Messages waiting in the broker, every priority level summed.",
-            labels=["queue"],
-        )
-        inflight = GaugeMetricFamily(
-            "celery_queue_inflight",
-            "Messages delivered to a worker and not yet acknowledged.",
-            labels=["queue"],
-        )
-        delayed = GaugeMetricFamily(
-            "celery_queue_delayed", "Messages delayed by the broker (SQS delay).", labels=["queue"]
-        )
-        for queue, depth in sorted(snapshot.queues.items()):
-            length.add_metric([queue], depth.waiting)
-            if depth.inflight is not None:
-                inflight.add_metric([queue], depth.inflight)
-            if depth.delayed is not None:
-                delayed.add_metric([queue], depth.delayed)
-        yield length
-        yield inflight
-        yield delayed
+
+def queue_families(snapshot: BrokerSnapshot) -> list[Metric]:
+    length = GaugeMetricFamily(
+        "celery_queue_length",
+        "Messages waiting in the broker, every priority level summed.",
+        labels=["queue"],
+    )
+    inflight = GaugeMetricFamily(
+        "celery_queue_inflight",
+        "Messages delivered to a worker and not yet acknowledged.",
+        labels=["queue"],
+    )
+    delayed = GaugeMetricFamily("celery_queue_delayed", "Messages delayed by the broker (SQS delay).", labels=["queue"])
+    for queue, depth in sorted(snapshot.queues.items()):
+        length.add_metric([queue], depth.waiting)
+        if depth.inflight is not None:
+            inflight.add_metric([queue], depth.inflight)
+        if depth.delayed is not None:
+            delayed.add_metric([queue], depth.delayed)
+    return [length, inflight, delayed]

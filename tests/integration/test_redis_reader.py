@@ -56,3 +56,22 @@ def test_unknown_unacked_entry_is_not_attributed(redis_url: str) -> None:
     snapshot = open_reader(redis_url).read()
     assert snapshot.queues["analyses"].inflight == 0
     assert snapshot.details["unattributed_inflight"] == "1"
+
+
+def test_inflight_with_key_prefix_and_configured_queues(redis_url: str, celery_worker) -> None:  # type: ignore[no-untyped-def]
+    app = producer(redis_url, global_keyprefix="lens:")
+    for i in range(6):
+        app.send_task("lensing.analyse_lens", args=[i, 30], queue="cpu", priority=[0, 9][i % 2])
+    worker = celery_worker(
+        redis_url,
+        queues=["cpu"],
+        concurrency=1,
+        prefetch=3,
+        transport_options=json.dumps({"global_keyprefix": "lens:"}),
+    )
+    reader = open_reader(redis_url, ["global_keyprefix=lens:"], queues=["cpu", "analyses"])
+    snapshot = wait_for(lambda: (s := reader.read()).queues["cpu"].inflight == 3 and s, 30, what="3 in flight")
+    assert snapshot.queues["cpu"].waiting == 3
+    assert snapshot.queues["analyses"].waiting == 0 and snapshot.queues["analyses"].inflight == 0
+    worker.kill()
+    reader.close()

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import redis
 
+from lensing_metrics.localredis import start_redis_server
+
 SYSTEM_REDIS = ("127.0.0.1", 6379)
 SYSTEM_RABBITMQ = ("127.0.0.1", 5672)
 REPO = Path(__file__).resolve().parents[2]
@@ -135,24 +137,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-                *self.extra_args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        self.proc = start_redis_server(self.port, self.dir, self.extra_args)
         wait_for(lambda: port_open("127.0.0.1", self.port), 10, what=f"redis-server on {self.port}")
         return self
 
