@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from adapter import custom_cli
 from adapter.api import GroupProvider
 from adapter.authconfig import AuthSettingsSource
 from adapter.authn import Authenticator
@@ -32,6 +33,8 @@ log = logging.getLogger("adapter")
 DESCRIPTION = """\
 Serve external.metrics.k8s.io/v1beta1 to the Kubernetes aggregation layer: celery_queue_length (waiting)
 and celery_queue_backlog (waiting + in flight) per queue, read from the broker in the background.
+With --prometheus-url, also custom.metrics.k8s.io/v1beta2 and v1beta1 (http_requests_per_second per pod
+and per namespace by default; PromQL rules in --config) and PromQL-backed external metrics.
 
 Flags that kube-apiserver also has keep its names and meanings. Every request is authenticated (client
 certificate, front-proxy certificate + X-Remote-* headers, or bearer token via TokenReview) and authorized
@@ -249,6 +252,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         env="LENSING_ADAPTER_MAX_STALENESS",
         help="answer 503 when the last good broker read is older than this (default 10)",
     )
+    custom_cli.add_arguments(parser)
     add_logging_arguments(parser)
     return parser
 
@@ -270,11 +274,13 @@ def brokers_from(args: argparse.Namespace) -> list[BrokerConfig]:
     return [single_broker(args.broker_url, args.transport_options, args.queues)]
 
 
-def build_providers(args: argparse.Namespace) -> list[GroupProvider]:
+def build_providers(args: argparse.Namespace, custom: custom_cli.CustomSetup) -> list[GroupProvider]:
     """One provider per API group the adapter serves; the server routes and discovers by group.
-    Raises ConfigError/BrokerConfigError for unusable settings."""
+    External metrics come from the brokers (plus PromQL rules when configured), custom metrics from
+    Prometheus when --prometheus-url is set. Raises ConfigError/BrokerConfigError for unusable settings."""
     bindings = open_bindings(brokers_from(args), args.poll_interval)
-    return [ExternalMetricsProvider(bindings, max_staleness=args.max_staleness)]
+    brokers = ExternalMetricsProvider(bindings, max_staleness=args.max_staleness)
+    return [custom.external(brokers), *custom.groups()]
 
 
 async def _serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> int:
@@ -301,8 +307,9 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event | None = None) ->
     hosts = ["localhost", "127.0.0.1", socket.gethostname()]
     cert, key = serving_files(args.tls_cert_file or None, args.tls_private_key_file or None, args.cert_dir, hosts)
     tls = ReloadingServerContext(cert, key, settings)
+    custom = custom_cli.build(args)
     server = AdapterServer(
-        build_providers(args),
+        build_providers(args, custom),
         Authenticator(settings, authn_kube, stats, token_ttl=args.authentication_token_webhook_cache_ttl),
         Authorizer(
             authz_kube,
@@ -329,6 +336,7 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event | None = None) ->
         for client in {authn_kube, authz_kube} - {None}:
             assert client is not None
             await client.close()
+        await custom.close()
     return 0
 
 

@@ -28,6 +28,8 @@ import yaml
 ANY_NAMESPACE = "*"
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _BROKER_NAME = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$")
+#: brokers here; customMetrics and externalMetrics (PromQL rules) are read by adapter.custom_rules
+TOP_LEVEL_KEYS = {"brokers", "customMetrics", "externalMetrics"}
 _KEYS = {"name", "url", "urlFromEnv", "transportOptions", "queues", "namespaces"}
 
 
@@ -69,9 +71,11 @@ def _names(where: str, value: Any, field: str) -> tuple[str, ...]:
 def parse_config(data: Any, source: str = "config") -> list[BrokerConfig]:
     if not isinstance(data, Mapping) or not isinstance(data.get("brokers"), list) or not data["brokers"]:
         raise ConfigError(f"{source}: expected a mapping with a non-empty list 'brokers:' (see docs/adapter.md)")
-    unknown_top = set(data) - {"brokers"}
+    unknown_top = set(data) - TOP_LEVEL_KEYS
     if unknown_top:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(unknown_top))} (accepted: brokers)")
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(sorted(unknown_top))} (accepted: {', '.join(sorted(TOP_LEVEL_KEYS))})"
+        )
     brokers: list[BrokerConfig] = []
     owner: dict[str, str] = {}
     for index, item in enumerate(data["brokers"]):
@@ -122,11 +126,15 @@ def parse_config(data: Any, source: str = "config") -> list[BrokerConfig]:
     return brokers
 
 
-def load_config(path: str) -> list[BrokerConfig]:
+def read_config(path: str) -> Any:
+    """The config file's document (YAML or JSON), for every section's parser."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        return yaml.safe_load(Path(path).read_text())
     except OSError as exc:
         raise ConfigError(f"--config {path}: cannot be read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--config {path}: not YAML: {str(exc).splitlines()[0]}") from None
-    return parse_config(data, path)
+
+
+def load_config(path: str) -> list[BrokerConfig]:
+    return parse_config(read_config(path), path)

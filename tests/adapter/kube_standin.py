@@ -1,5 +1,6 @@
 """An HTTP stand-in for the few Kubernetes API calls the adapter makes (no API server can run here):
-TokenReview, SubjectAccessReview and the extension-apiserver-authentication ConfigMap."""
+TokenReview, SubjectAccessReview, the extension-apiserver-authentication ConfigMap, and listing pods by
+label selector (custom metrics)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,23 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from adapter.selectors import SelectorError, parse_selector
 from tests.support.services import free_port
 
 Policy = Callable[[dict[str, Any]], bool]
 
 
 class KubeStandIn:
-    def __init__(self, tokens: dict[str, dict[str, Any]], policy: Policy) -> None:
+    def __init__(
+        self,
+        tokens: dict[str, dict[str, Any]],
+        policy: Policy,
+        pods: dict[str, dict[str, dict[str, str]]] | None = None,
+    ) -> None:
         self.tokens = tokens  # token -> user info
+        self.pods = pods or {}  # namespace -> pod name -> labels
+        self.pod_lists = 0
+        self.fail_pod_lists = False
         self.policy = policy  # SubjectAccessReview spec -> allowed
         self.token_reviews: list[dict[str, Any]] = []
         self.access_reviews: list[dict[str, Any]] = []
@@ -54,6 +64,22 @@ class KubeStandIn:
             {"kind": "ConfigMap", "metadata": {"resourceVersion": "1"}, "data": self.configmap_data}
         )
 
+    async def _pods(self, request: web.Request) -> web.Response:
+        self.pod_lists += 1
+        if self.fail_pod_lists:
+            return web.json_response({"kind": "Status", "code": 500, "message": "etcd unavailable"}, status=500)
+        try:
+            selector = parse_selector(request.query.get("labelSelector", ""))
+        except SelectorError as exc:
+            return web.json_response({"kind": "Status", "code": 400, "message": str(exc)}, status=400)
+        namespace = request.match_info["namespace"]
+        items = [
+            {"metadata": {"name": name, "namespace": namespace, "labels": labels}, "status": {"phase": "Running"}}
+            for name, labels in sorted(self.pods.get(namespace, {}).items())
+            if selector.matches(labels)
+        ]
+        return web.json_response({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
+
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
@@ -62,6 +88,7 @@ class KubeStandIn:
         app.router.add_get(
             "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication", self._configmap
         )
+        app.router.add_get("/api/v1/namespaces/{namespace}/pods", self._pods)
         runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(runner.setup())
         self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
