@@ -14,8 +14,9 @@ COPY pyproject.toml README.md ./
 COPY lensing_metrics/ lensing_metrics/
 COPY exporter/ exporter/
 COPY adapter/ adapter/
+# gpu-pods (grpcio): pod labels on the GPU series from the kubelet's pod-resources socket.
 # Byte-compile at build time: the running container cannot write next to the sources.
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir ".[gpu-pods]" \
     && python -m compileall -q /opt/venv/lib
 
 FROM ${PYTHON_IMAGE}

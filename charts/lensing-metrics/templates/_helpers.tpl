@@ -193,6 +193,12 @@ caBundle stays valid. Computed once per render and memoised, so the Secret and t
 {{- if and .Values.adapter.enabled .Values.adapter.customMetrics.enabled (not .Values.adapter.customMetrics.prometheusUrl) }}
 {{- fail "adapter.customMetrics.prometheusUrl: set the Prometheus URL the custom.metrics.k8s.io API reads, e.g. http://kube-prometheus-stack-prometheus.monitoring.svc:9090" }}
 {{- end }}
+{{- if and .Values.apiHPA.enabled (not (and .Values.adapter.enabled .Values.adapter.customMetrics.enabled)) }}
+{{- fail "apiHPA: its Pods metric is served by the adapter's custom.metrics.k8s.io: set adapter.enabled and adapter.customMetrics.enabled, or leave apiHPA off" }}
+{{- end }}
+{{- if and .Values.apiHPA.enabled (gt (int .Values.apiHPA.minReplicas) (int .Values.apiHPA.maxReplicas)) }}
+{{- fail (printf "apiHPA: minReplicas %d is above maxReplicas %d" (int .Values.apiHPA.minReplicas) (int .Values.apiHPA.maxReplicas)) }}
+{{- end }}
 {{- if and .Values.workerHPA.enabled (gt (int .Values.workerHPA.minReplicas) (int .Values.workerHPA.maxReplicas)) }}
 {{- fail (printf "workerHPA: minReplicas %d is above maxReplicas %d" (int .Values.workerHPA.minReplicas) (int .Values.workerHPA.maxReplicas)) }}
 {{- end }}
@@ -210,4 +216,65 @@ caBundle stays valid. Computed once per render and memoised, so the Secret and t
 {{/* Lower-case DNS-1123 name fragment of a file name. */}}
 {{- define "lensing-metrics.fileSlug" -}}
 {{- . | base | trimSuffix (ext .) | lower | regexReplaceAll "[^a-z0-9-]+" "-" | trimAll "-" }}
+{{- end }}
+
+{{/*
+A rule file of files/alerts/ as the PrometheusRule's spec, with the values' rewrites (monitoring.rules):
+runbook and dashboard base URLs replaced in the annotations, lensing:alert_threshold values set by name and
+per-queue backlog thresholds appended. Without rewrites the file's text is used as it is.
+Call with (list $ <file content>).
+*/}}
+{{- define "lensing-metrics.ruleSpec" -}}
+{{- $root := index . 0 }}
+{{- $content := index . 1 }}
+{{- $r := $root.Values.monitoring.rules }}
+{{- with $r.runbookBaseUrl }}
+{{- $content = $content | replace "runbook_url: https://github.com/lensing/lensing-metrics/blob/main/docs/runbook.md" (printf "runbook_url: %s" .) }}
+{{- end }}
+{{- with $r.dashboardBaseUrl }}
+{{- $content = $content | replace "dashboard_url: https://grafana.example.com/" (printf "dashboard_url: %s/" .) }}
+{{- end }}
+{{- if or $r.thresholds $r.queueBacklogHigh }}
+{{- $parsed := $content | fromYaml }}
+{{- $seen := dict }}
+{{- range $group := $parsed.groups }}
+{{- $isThresholds := false }}
+{{- range $rule := $group.rules }}
+{{- if eq (dig "record" "" $rule) "lensing:alert_threshold" }}
+{{- $isThresholds = true }}
+{{- $name := dig "labels" "threshold" "" $rule }}
+{{- if and (hasKey $r.thresholds $name) (not (dig "labels" "queue" "" $rule)) }}
+{{- $_ := set $rule "expr" (printf "vector(%v)" (index $r.thresholds $name)) }}
+{{- $_ := set $seen $name true }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and $isThresholds $r.queueBacklogHigh }}
+{{- $rules := $group.rules }}
+{{- range $queue := keys $r.queueBacklogHigh | sortAlpha }}
+{{- $rules = append $rules (dict "record" "lensing:alert_threshold" "expr" (printf "vector(%v)" (index $r.queueBacklogHigh $queue)) "labels" (dict "threshold" "queue_backlog_high" "queue" $queue)) }}
+{{- end }}
+{{- $_ := set $group "rules" $rules }}
+{{- $_ := set $seen "queueBacklogHigh" true }}
+{{- end }}
+{{- end }}
+{{- $_ := set $root.Values "__lensingThresholdsSeen" (merge (default dict (index $root.Values "__lensingThresholdsSeen")) $seen) }}
+{{- toYaml $parsed }}
+{{- else }}
+{{- $content | trim }}
+{{- end }}
+{{- end }}
+
+{{/* Every threshold set in monitoring.rules must have been found in a rule file (call after rendering them). */}}
+{{- define "lensing-metrics.checkThresholds" -}}
+{{- $r := .Values.monitoring.rules }}
+{{- $seen := default dict (index .Values "__lensingThresholdsSeen") }}
+{{- range $name := keys $r.thresholds | sortAlpha }}
+{{- if not (hasKey $seen $name) }}
+{{- fail (printf "monitoring.rules.thresholds.%s: no lensing:alert_threshold{threshold=%q} recording rule in files/alerts/" $name $name) }}
+{{- end }}
+{{- end }}
+{{- if and $r.queueBacklogHigh (not (hasKey $seen "queueBacklogHigh")) }}
+{{- fail "monitoring.rules.queueBacklogHigh: no lensing:alert_threshold recording rules in files/alerts/ to add to" }}
+{{- end }}
 {{- end }}
