@@ -15,7 +15,9 @@ COPY lensing_metrics/ lensing_metrics/
 COPY exporter/ exporter/
 COPY adapter/ adapter/
 # gpu-pods (grpcio): pod labels on the GPU series from the kubelet's pod-resources socket.
+# DL3013: this installs the project itself (with an extra); its dependencies are bounded in pyproject.toml.
 # Byte-compile at build time: the running container cannot write next to the sources.
+# hadolint ignore=DL3013
 RUN pip install --no-cache-dir ".[gpu-pods]" \
     && python -m compileall -q /opt/venv/lib
 

@@ -129,6 +129,8 @@ FULL_VALUES = [
     "--set",
     "adapter.customMetrics.prometheusUrl=http://kube-prometheus-stack-prometheus.monitoring.svc:9090",
     "--set",
+    "apiHPA.enabled=true",
+    "--set",
     "dashboards.folder=Lensing",
     "--set",
     "gpu.runtimeClassName=nvidia",
@@ -136,6 +138,22 @@ FULL_VALUES = [
     "adapter.podAntiAffinity=hard",
     "--set-json",
     'adapter.config={"brokers": [{"name": "main", "url": "redis://redis:6379/0"}]}',
+]
+
+
+RUNBOOK_BASE = "https://git.example.org/platform/lensing-metrics/blob/v1.2/docs/runbook.md"
+DASHBOARD_BASE = "https://grafana.lensing.example.org"
+THRESHOLDS = {"queue_backlog_high": 250, "task_failure_ratio": 0.25, "gpu_temperature_celsius": 80}
+QUEUE_BACKLOG_HIGH = {"bulk": 500, "analyses": 40}
+RULES_REWRITE = [
+    "--set",
+    f"monitoring.rules.runbookBaseUrl={RUNBOOK_BASE}",
+    "--set",
+    f"monitoring.rules.dashboardBaseUrl={DASHBOARD_BASE}",
+    "--set-json",
+    f"monitoring.rules.thresholds={json.dumps(THRESHOLDS)}",
+    "--set-json",
+    f"monitoring.rules.queueBacklogHigh={json.dumps(QUEUE_BACKLOG_HIGH)}",
 ]
 
 
@@ -208,6 +226,8 @@ class Renders:
                 f"adapter.tls.caBundle={self.existing_ca_b64}",
             ],
             "insecure-by-name": ["--set", "adapter.apiService.insecureSkipTLSVerify=true"],
+            "features-off": ["--set", "adapter.customMetrics.enabled=false", "--set", "gpu.attribution.enabled=false"],
+            "rules-rewrite": ["--api-versions", MONITORING_API, *RULES_REWRITE],
         }
         if name == "full":
             root, chart = self.fixture_tree()
@@ -222,6 +242,7 @@ VALUE_SETS = [
     "tls-cert-manager",
     "tls-existing-secret",
     "insecure-by-name",
+    "features-off",
     "full",
 ]
 

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from scripts.sync_chart_files import differences, is_rule_file, sync
-from tests.chart.conftest import CHART, FIXTURE_DASHBOARD, ROOT, Render, Renders, tool
+from tests.chart.conftest import (
+    CHART,
+    DASHBOARD_BASE,
+    FIXTURE_DASHBOARD,
+    QUEUE_BACKLOG_HIGH,
+    RELEASE,
+    ROOT,
+    RUNBOOK_BASE,
+    THRESHOLDS,
+    Render,
+    Renders,
+    helm,
+    tool,
+)
+
+SOURCE_RUNBOOK = "https://github.com/lensing/lensing-metrics/blob/main/docs/runbook.md"
+SOURCE_GRAFANA = "https://grafana.example.com"
 
 # "monitoring-api": the repository's own alerts/ and dashboards/ (possibly empty); "full": a fixture tree that
 # proves the mechanism whatever the repository holds.
@@ -152,3 +170,76 @@ def test_chart_carries_no_unit_test_files() -> None:
     for path in (CHART / "files").rglob("*.y*ml"):
         assert is_rule_file(path), path
     assert ROOT in CHART.parents
+
+
+def expected_rewrite(source: dict[str, Any]) -> dict[str, Any]:
+    """The source rule file with the rewrites of the "rules-rewrite" values, applied independently of the chart."""
+    out = copy.deepcopy(source)
+    for group in out["groups"]:
+        thresholds = False
+        for rule in group["rules"]:
+            annotations = rule.get("annotations", {})
+            if "runbook_url" in annotations:
+                annotations["runbook_url"] = annotations["runbook_url"].replace(SOURCE_RUNBOOK, RUNBOOK_BASE)
+            if "dashboard_url" in annotations:
+                annotations["dashboard_url"] = annotations["dashboard_url"].replace(SOURCE_GRAFANA, DASHBOARD_BASE)
+            if rule.get("record") == "lensing:alert_threshold":
+                thresholds = True
+                name = rule["labels"]["threshold"]
+                if name in THRESHOLDS and "queue" not in rule["labels"]:
+                    rule["expr"] = f"vector({THRESHOLDS[name]})"
+        if thresholds:
+            group["rules"] += [
+                {
+                    "record": "lensing:alert_threshold",
+                    "expr": f"vector({value})",
+                    "labels": {"threshold": "queue_backlog_high", "queue": queue},
+                }
+                for queue, value in sorted(QUEUE_BACKLOG_HIGH.items())
+            ]
+    return out
+
+
+def test_rule_rewrites_change_only_the_urls_and_thresholds(renders: Renders, tmp_path: Path) -> None:
+    r = renders.get("rules-rewrite")
+    rendered = rendered_rules(r)
+    sources = rule_files(ROOT)
+    assert sorted(rendered) == sorted(sources)
+    text = json.dumps(rendered)
+    assert SOURCE_RUNBOOK not in text and SOURCE_GRAFANA not in text
+    assert f"{RUNBOOK_BASE}#" in text and f"{DASHBOARD_BASE}/d/" in text
+    for name, path in sources.items():
+        source = yaml.safe_load(path.read_text())
+        assert rendered[name] == expected_rewrite(source), name
+        assert rendered[name] != source  # the rewrite did something to every rule file
+    # what Prometheus then records: the values set, the per-queue series, the rest untouched
+    recorded = {
+        (rule["labels"]["threshold"], rule["labels"].get("queue", "")): rule["expr"]
+        for spec in rendered.values()
+        for group in spec["groups"]
+        for rule in group["rules"]
+        if rule.get("record") == "lensing:alert_threshold"
+    }
+    assert recorded[("queue_backlog_high", "")] == "vector(250)"
+    assert recorded[("task_failure_ratio", "")] == "vector(0.25)"
+    assert recorded[("queue_backlog_high", "bulk")] == "vector(500)"
+    assert recorded[("queue_wait_p95_seconds", "")] == "vector(600)"
+    # still valid rules
+    written = extract_rules(r, tmp_path)
+    check = subprocess.run([tool("promtool"), "check", "rules", *map(str, written)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_rule_rewrites_refuse_unknown_thresholds(renders: Renders) -> None:
+    unknown = helm(
+        "template", RELEASE, str(CHART), "--set", "monitoring.force=true",
+        "--set", "monitoring.rules.thresholds.queue_backlog=5", check=False,
+    )  # fmt: skip
+    assert unknown.returncode != 0 and "queue_backlog_high" in unknown.stderr
+    # a threshold the rule files do not record (the fixture tree has no thresholds group) is an error, not ignored
+    _root, chart = renders.fixture_tree()
+    missing = helm(
+        "template", RELEASE, str(chart), "--set", "monitoring.force=true",
+        "--set", "monitoring.rules.thresholds.queue_backlog_high=5", check=False,
+    )  # fmt: skip
+    assert missing.returncode != 0 and "monitoring.rules.thresholds.queue_backlog_high" in missing.stderr

@@ -32,7 +32,7 @@ def test_generated_certificate_verifies_against_the_ca_bundle(renders: Renders) 
     r = renders.get("default")
     secret = r.one("Secret", "-adapter-tls")
     assert secret["type"] == "kubernetes.io/tls"
-    api = r.one("APIService")
+    api = r.one("APIService", ".external.metrics.k8s.io")
     ca = b64pem(api["spec"]["caBundle"])
     assert base64.b64decode(secret["data"]["ca.crt"]) == base64.b64decode(api["spec"]["caBundle"])
     cert = b64pem(secret["data"]["tls.crt"])
@@ -59,7 +59,7 @@ def test_generated_certificate_verifies_against_the_ca_bundle(renders: Renders) 
 def test_cert_manager_mode_injects_the_ca(renders: Renders) -> None:
     r = renders.get("tls-cert-manager")
     assert not [s for s in r.of_kind("Secret") if s["type"] == "kubernetes.io/tls"]
-    api = r.one("APIService")
+    api = r.one("APIService", ".external.metrics.k8s.io")
     assert "caBundle" not in api["spec"] and "insecureSkipTLSVerify" not in api["spec"]
     cert = r.one("Certificate", "-adapter")
     assert api["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/{cert['metadata']['name']}"
@@ -79,7 +79,7 @@ def test_cert_manager_mode_injects_the_ca(renders: Renders) -> None:
 def test_existing_secret_mode_uses_the_given_ca(renders: Renders) -> None:
     r = renders.get("tls-existing-secret")
     assert not [s for s in r.of_kind("Secret") if s["type"] == "kubernetes.io/tls"]
-    assert r.one("APIService")["spec"]["caBundle"] == renders.existing_ca_b64
+    assert r.one("APIService", ".external.metrics.k8s.io")["spec"]["caBundle"] == renders.existing_ca_b64
     volume = next(
         v for v in r.one("Deployment", "-adapter")["spec"]["template"]["spec"]["volumes"] if v["name"] == "serving-cert"
     )
@@ -99,7 +99,7 @@ def test_insecure_skip_tls_verify_only_when_asked_by_name(renders: Renders) -> N
     for name in ("default", "tls-cert-manager", "tls-existing-secret", "full"):
         for api in renders.get(name).of_kind("APIService"):
             assert "insecureSkipTLSVerify" not in api["spec"], name
-    api = renders.get("insecure-by-name").one("APIService")
+    api = renders.get("insecure-by-name").one("APIService", ".external.metrics.k8s.io")
     assert api["spec"]["insecureSkipTLSVerify"] is True and "caBundle" not in api["spec"]
 
 

@@ -102,3 +102,13 @@ def test_build_context_carries_every_package_the_project_installs() -> None:
     assert needed <= copied, f"Dockerfile does not COPY {sorted(needed - copied)}"
     let_in = {line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line[:1] == "!"}
     assert needed <= let_in, f".dockerignore keeps out {sorted(needed - let_in)}"
+
+
+def test_image_installs_the_gpu_pods_extra() -> None:
+    """grpcio in the image: the GPU DaemonSet's series get pod labels from the kubelet's pod-resources socket."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(dep.startswith("grpcio") for dep in extras["gpu-pods"])
+    installs = [rest for word, rest in instructions() if word == "RUN" and re.search(r"\bpip3? install\b", rest)]
+    assert any(re.search(r"""["']?\.\[gpu-pods\]["']?""", rest) for rest in installs), installs
