@@ -180,6 +180,10 @@ def test_adapter_hard_anti_affinity_and_config_file(renders: Renders) -> None:
     secret = r.one("Secret", "-adapter-config")  # may hold broker credentials: a Secret, not a ConfigMap
     config = yaml.safe_load(base64.b64decode(secret["data"]["adapter.yaml"]))
     assert config == {"brokers": [{"name": "main", "url": "redis://redis:6379/0"}]}
+    # CELERY_BROKER_URL would be read as --broker-url, which the adapter refuses next to --config
+    assert [e["name"] for e in container["env"]] == ["LENSING_BROKER_URL"]
+    default = renders.get("default").one("Deployment", "-adapter")["spec"]["template"]["spec"]["containers"][0]
+    assert [e["name"] for e in default["env"]] == ["CELERY_BROKER_URL"]
     volume = next(v for v in spec["volumes"] if v["name"] == "config")
     assert volume["secret"]["secretName"] == secret["metadata"]["name"]
     assert not [d for d in renders.get("default").of_kind("Secret") if d["metadata"]["name"].endswith("-config")]
@@ -224,7 +228,9 @@ def test_custom_metrics_off_registers_nothing_and_passes_no_prometheus(renders: 
     r = renders.get("features-off")
     assert [d["metadata"]["name"] for d in r.of_kind("APIService")] == ["v1beta1.external.metrics.k8s.io"]
     assert not [a for a in adapter_args(r) if a.startswith("--prometheus-url")]
-    assert [d["metadata"]["name"] for d in r.of_kind("ClusterRole")] == [f"{RELEASE}-lensing-metrics-adapter:metrics-reader"]
+    assert [d["metadata"]["name"] for d in r.of_kind("ClusterRole")] == [
+        f"{RELEASE}-lensing-metrics-adapter:metrics-reader"
+    ]
     assert r.one("ClusterRole")["rules"][0]["apiGroups"] == ["external.metrics.k8s.io"]
     # never an APIService without --prometheus-url: the adapter would not serve the group
     proc = helm("template", RELEASE, str(CHART), "--set", "adapter.customMetrics.prometheusUrl=", check=False)
@@ -465,7 +471,11 @@ def test_container_arguments_are_what_the_cli_accepts(renders: Renders, values_s
         pending = [] if EVENTS_FLAGS_MERGED or suffix != "-gpu" else ["--no-events"]
         assert unknown == pending, (suffix, unknown)
         if suffix == "-gpu":
-            assert (args.gpu, args.gpu_task_dir, args.listen) == ("on", "/run/lensing-metrics/gpu-tasks", ("0.0.0.0", 9808))
+            assert (args.gpu, args.gpu_task_dir, args.listen) == (
+                "on",
+                "/run/lensing-metrics/gpu-tasks",
+                ("0.0.0.0", 9808),
+            )
             if EVENTS_FLAGS_MERGED:
                 assert args.events is False
         elif suffix == "-exporter":

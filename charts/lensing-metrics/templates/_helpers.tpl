@@ -102,12 +102,18 @@ Call with (list $ .Values.<component>). */}}
 
 {{/* The broker's environment and arguments, shared by the exporter, the adapter and (optionally) the GPU collector. */}}
 {{- define "lensing-metrics.brokerEnv" -}}
-{{- if include "lensing-metrics.brokerConfigured" . }}
-- name: CELERY_BROKER_URL
+{{- include "lensing-metrics.brokerEnvNamed" (list . "CELERY_BROKER_URL") }}
+{{- end }}
+
+{{/* The broker URL from the Secret under another variable name. Call with (list $ "NAME"). */}}
+{{- define "lensing-metrics.brokerEnvNamed" -}}
+{{- $root := index . 0 }}
+{{- if include "lensing-metrics.brokerConfigured" $root }}
+- name: {{ index . 1 }}
   valueFrom:
     secretKeyRef:
-      name: {{ include "lensing-metrics.brokerSecretName" . }}
-      key: {{ include "lensing-metrics.brokerSecretKey" . }}
+      name: {{ include "lensing-metrics.brokerSecretName" $root }}
+      key: {{ include "lensing-metrics.brokerSecretKey" $root }}
 {{- end }}
 {{- end }}
 
