@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import kubernetes_validate
@@ -486,3 +487,26 @@ def test_container_arguments_are_what_the_cli_accepts(renders: Renders, values_s
                 "/var/run/serving-cert/tls.crt",
                 "/var/run/serving-cert/tls.key",
             )
+
+
+@pytest.mark.parametrize(
+    ("values_set", "groups"),
+    [
+        (
+            "default",
+            ["external.metrics.k8s.io/v1beta1", "custom.metrics.k8s.io/v1beta2", "custom.metrics.k8s.io/v1beta1"],
+        ),
+        ("features-off", ["external.metrics.k8s.io/v1beta1"]),
+    ],
+)
+def test_helm_test_hook_asks_for_every_registered_group_version(
+    renders: Renders, values_set: str, groups: list[str]
+) -> None:
+    hook = renders.get(values_set).one("Pod")
+    script = hook["spec"]["containers"][0]["args"][0]
+    compile(script, "helm-test-hook", "exec")  # the rendered Python is valid
+    assert f"groups = {json.dumps(groups, separators=(',', ':'))}" in script
+    registered = sorted(
+        f"{d['spec']['group']}/{d['spec']['version']}" for d in renders.get(values_set).of_kind("APIService")
+    )
+    assert sorted(groups) == registered

@@ -284,3 +284,13 @@ Call with (list $ <file content>).
 {{- fail "monitoring.rules.queueBacklogHigh: no lensing:alert_threshold recording rules in files/alerts/ to add to" }}
 {{- end }}
 {{- end }}
+
+{{/* The group versions the helm test asks the aggregation layer for, as a Python list literal. */}}
+{{- define "lensing-metrics.testGroupVersions" -}}
+{{- $gvs := list }}
+{{- if .Values.adapter.apiService.enabled }}{{ $gvs = append $gvs "external.metrics.k8s.io/v1beta1" }}{{ end }}
+{{- if .Values.adapter.customMetrics.enabled }}
+{{- $gvs = concat $gvs (list "custom.metrics.k8s.io/v1beta2" "custom.metrics.k8s.io/v1beta1") }}
+{{- end }}
+{{- toJson $gvs }}
+{{- end }}
