@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import signal
 import socket
@@ -264,10 +265,23 @@ def _kube(path: str) -> KubeClient | None:
 
 def brokers_from(args: argparse.Namespace) -> list[BrokerConfig]:
     if args.config:
-        if args.broker_url or args.transport_options or args.queues:
-            raise ConfigError(
-                "--config names the brokers: --broker-url, --broker-transport-option and --queue go in the file"
+        # Pods often carry CELERY_BROKER_URL for the workers' sake: settings that only came from the
+        # environment give way to the file; the same settings given as flags are a contradiction.
+        from_flags = [
+            flag
+            for flag, value, env in (
+                ("--broker-url", args.broker_url, "CELERY_BROKER_URL"),
+                ("--broker-transport-option", args.transport_options, "CELERY_BROKER_TRANSPORT_OPTIONS"),
+                ("--queue", args.queues, "LENSING_QUEUES"),
             )
+            if value and not os.environ.get(env)
+        ]
+        if from_flags:
+            raise ConfigError(
+                f"--config names the brokers: {', '.join(from_flags)} go in the file, not on the command line"
+            )
+        if args.broker_url or args.transport_options or args.queues:
+            log.info("--config names the brokers; the broker settings from the environment are not used")
         return load_config(args.config)
     if not args.broker_url:
         raise ConfigError("no broker: give --broker-url (or CELERY_BROKER_URL) or --config")

@@ -158,3 +158,19 @@ def test_adapter_metric_families_are_in_the_catalog() -> None:
         for sample in metric.samples:
             spec = ADAPTER.get(sample.name) or ADAPTER.get(metric.name) or ADAPTER[metric.name + "_total"]
             assert set(sample.labels) - {"le"} == set(spec.labels), sample
+
+
+def test_config_file_takes_over_broker_settings_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pod that carries CELERY_BROKER_URL for its workers can still use --config (urlFromEnv reads it)."""
+    from adapter.cli import brokers_from
+
+    config = tmp_path / "adapter.yaml"
+    config.write_text(json.dumps({"brokers": [{"name": "a", "urlFromEnv": "CELERY_BROKER_URL", "namespaces": ["*"]}]}))
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+    brokers = brokers_from(build_parser().parse_args(["--config", str(config)]))
+    assert [b.name for b in brokers] == ["a"]
+    monkeypatch.delenv("CELERY_BROKER_URL")
+    with pytest.raises(ConfigError, match="--broker-url go in the file"):
+        brokers_from(build_parser().parse_args(["--config", str(config), "--broker-url", "redis://x"]))
