@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 REASK_AFTER = 300.0
 INSPECT_TIMEOUT = 2.0
 MAX_PENDING = 1000
+#: a worker asked while it starts may not consume from its queues yet: ask again after these delays
+RETRY_DELAYS = (3.0, 10.0, 30.0)
 
 WorkerInfo = Callable[[str, list[str] | None, int | None], None]
 
@@ -44,6 +46,7 @@ class WorkerControl:
         self.enable_events_interval = enable_events_interval
         self._pending: queue.Queue[tuple[str, str]] = queue.Queue(MAX_PENDING)
         self._asked: OrderedDict[str, float] = OrderedDict()
+        self._retry: dict[str, tuple[float, int]] = {}  # hostname -> (when, attempt)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
@@ -78,6 +81,10 @@ class WorkerControl:
                     next_enable = time.monotonic() + self.enable_events_interval
                 elif kind == "inspect":
                     self._inspect(hostname)
+                for hostname, (due, attempt) in list(self._retry.items()):
+                    if time.monotonic() >= due:
+                        del self._retry[hostname]
+                        self._inspect(hostname, attempt)
                 if self.enable_events_interval > 0 and time.monotonic() >= next_enable:
                     self._broadcast_enable()
                     next_enable = time.monotonic() + self.enable_events_interval
@@ -94,10 +101,10 @@ class WorkerControl:
         if self.enable_events_interval > 0:
             self.app.control.enable_events()
 
-    def _inspect(self, hostname: str) -> None:
+    def _inspect(self, hostname: str, attempt: int = 0) -> None:
         now = time.monotonic()
         asked = self._asked.get(hostname)
-        if asked is not None and now - asked < REASK_AFTER:
+        if attempt == 0 and asked is not None and now - asked < REASK_AFTER:
             return
         self._asked[hostname] = now
         self._asked.move_to_end(hostname)
@@ -108,10 +115,12 @@ class WorkerControl:
         inspect = self.app.control.inspect(destination=[hostname], timeout=INSPECT_TIMEOUT)
         queues = parse_active_queues((inspect.active_queues() or {}).get(hostname))
         slots = parse_pool_size((inspect.stats() or {}).get(hostname))
-        if queues is None and slots is None:
-            log.info("worker %s did not answer inspect: its queues are learned from its tasks", hostname)
-            self._asked.pop(hostname, None)  # asked again at its next appearance
-        self.on_worker_info(hostname, queues, slots)
+        self.on_worker_info(hostname, queues or None, slots)
+        if not queues or slots is None:
+            if attempt < len(RETRY_DELAYS) and len(self._retry) < MAX_PENDING:
+                self._retry[hostname] = (now + RETRY_DELAYS[attempt], attempt + 1)
+            else:
+                log.info("worker %s did not tell its queues: they are learned from its tasks", hostname)
 
     def start(self) -> None:
         if self._thread is None:

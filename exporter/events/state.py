@@ -446,7 +446,8 @@ class EventState:
         for hostname, worker in list(self.workers.items()):
             if self.alive(worker, now):
                 for queue in worker.queues():
-                    self.queues_seen[queue] = now
+                    if queue != UNKNOWN:  # a worker not yet asked: no lasting zero series for it
+                        self.queues_seen[queue] = now
                 continue
             log.info(
                 "worker %s sent nothing for %.0fs: gone (%d running task(s) no longer counted)",

@@ -83,7 +83,8 @@ class RedisEventStream:
         try:
             if conn.can_read(timeout=timeout):
                 while True:
-                    response = conn.read_response()
+                    # push_request: pub/sub messages are returned, not handed to redis-py's push handler
+                    response = conn.read_response(push_request=True)
                     if isinstance(response, list) and response and response[0] == b"pmessage":
                         out.append(response[3])
                     if len(out) >= BATCH or not conn.can_read(timeout=0):
