@@ -319,9 +319,10 @@ def processing_only(template: dict[str, Any], tasks: int) -> dict[str, float]:
 def describe_rss(samples: list[tuple[int, float]]) -> str:
     half = samples[len(samples) // 2 :]
     values = [mb for _n, mb in half]
+    series = ", ".join(f"{mb:.0f}" for _n, mb in samples)
     return (
         f"RSS {samples[-1][1]:.1f} MB at the end; second half {min(values):.1f}..{max(values):.1f} MB "
-        f"(growth {values[-1] - values[0]:+.1f} MB)"
+        f"(growth {values[-1] - values[0]:+.1f} MB); every 5% of the events: {series} MB"
     )
 
 

@@ -382,9 +382,10 @@ class EventState:
             if missed > 0:
                 self.lost["heartbeat_gap"] += missed
         self._reconcile(worker, active)
+        first_or_changed = worker.hb_ts is None or freq != worker.freq
         worker.freq, worker.active = freq, active
         worker.hb_ts, worker.hb_clock = ts, clock
-        if freq >= self.config.worker_timeout:
+        if first_or_changed and freq >= self.config.worker_timeout:  # once per worker, not per beat
             log.warning(
                 "worker %s sends heartbeats every %.1fs, not less than --worker-timeout %.1fs: it will flap",
                 worker.hostname,

@@ -64,7 +64,7 @@ def test_lifecycle_counts_and_histograms() -> None:
     buckets, total = snap.runtime["lensing.analyse_lens"]
     assert total == 3.0 and buckets[-1] == ("+Inf", 1.0)
     assert dict(buckets)["2.5"] == 0 and dict(buckets)["5.0"] == 1
-    wait_buckets, wait_total = snap.queue_wait["lensing.analyse_lens"]
+    _wait_buckets, wait_total = snap.queue_wait["lensing.analyse_lens"]
     assert wait_total == 2.5  # task-sent (10.0) to task-started (12.5)
 
 
