@@ -175,7 +175,7 @@ def count_messages(tasks: int) -> int:
 # -- consumers ------------------------------------------------------------------------------------
 def run_ours(url: str, expected: int, consumed: Any, results: Any, sample_every: int) -> None:
     from exporter.events import open_stream
-    from exporter.events.consumer import EventConsumer
+    from exporter.events.consumer import SWEEP_EVERY, TRIM_EVERY, EventConsumer
     from exporter.events.state import EventState, StateConfig
 
     stream, _ = open_stream(url, [])
@@ -187,7 +187,7 @@ def run_ours(url: str, expected: int, consumed: Any, results: Any, sample_every:
     samples: list[tuple[int, float]] = []
     started = cpu_started = None
     next_sample = sample_every
-    last_sweep = time.monotonic()
+    last_sweep = last_trim = time.monotonic()
     while state.received < expected:
         payloads = stream.read(1.0)
         if not payloads:
@@ -196,10 +196,12 @@ def run_ours(url: str, expected: int, consumed: Any, results: Any, sample_every:
             started, cpu_started = time.perf_counter(), time.process_time()
         consumer.process(payloads)
         consumed.value = state.received
-        if time.monotonic() - last_sweep >= 1.0:
-            with state.lock:
-                state.sweep()
-            last_sweep = time.monotonic()
+        now = time.monotonic()
+        if now - last_sweep >= SWEEP_EVERY:  # what the consumer thread does between reads
+            trim = now - last_trim >= TRIM_EVERY
+            consumer.housekeeping(trim=trim)
+            last_sweep = now
+            last_trim = now if trim else last_trim
         if state.received >= next_sample:
             samples.append((state.received, rss_mb()))
             next_sample += sample_every
