@@ -54,7 +54,8 @@ class RedisEventStream:
         self.client = client
         db = client.connection_pool.connection_kwargs.get("db", 0)
         base = f"{global_keyprefix}/{db}.{EVENT_EXCHANGE}"
-        self.patterns = (base + "/*", base)
+        literal = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in base)  # a prefix is not a pattern
+        self.patterns = (literal + "/*", literal)
         self.description = f"redis pub/sub {base}/*"
         self.idle_ping = idle_ping
         self._conn: Any = None

@@ -127,6 +127,16 @@ def test_worker_without_events_is_made_to_send_them(redis_url, celery_worker, pr
     assert p.count("lensing.analyse_lens", "started") >= 1
 
 
+def test_global_keyprefix_is_honoured(redis_url, celery_worker, probe) -> None:  # type: ignore[no-untyped-def]
+    p = probe(redis_url, "--broker-transport-option", "global_keyprefix=lens:")
+    celery_worker(redis_url, concurrency=1, events=True, transport_options='{"global_keyprefix": "lens:"}')
+    wait_for(lambda: p.value("celery_workers", **ANALYSES) == 1, 60, what="the worker, asked through the prefix")
+    app = producer(redis_url)
+    app.conf.broker_transport_options = {"global_keyprefix": "lens:"}
+    app.send_task("lensing.analyse_lens", args=[1, 0.1], queue="analyses")
+    wait_for(lambda: p.count("lensing.analyse_lens", "succeeded") == 1, 60, what="the task counted")
+
+
 def test_redis_restart_reconnects_and_counting_resumes(redis_server, celery_worker, probe) -> None:  # type: ignore[no-untyped-def]
     server = redis_server()
     p = probe(server.url)
