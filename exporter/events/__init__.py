@@ -82,6 +82,8 @@ def build_source(args: argparse.Namespace) -> EventSource | None:
     """The event consumer source, or None when events are turned off (or the broker has none)."""
     if not args.events:
         return None
+    if not args.broker_url:  # a GPU-only exporter: the broker source reports a missing URL where one is needed
+        return None
     if transport_of(args.broker_url) == "sqs":
         log.warning("Celery sends no events over SQS: event metrics are off (--no-events silences this)")
         return None

@@ -82,6 +82,8 @@ def test_no_events_and_sqs_build_no_source(monkeypatch: pytest.MonkeyPatch) -> N
     assert build_parser().parse_args(["--broker-url", "redis://x:1/0"]).events is False
     args = build_parser().parse_args(["--broker-url", "sqs://", "--events"])
     assert events.build_source(args) is None
+    args = build_parser().parse_args(["--broker-url", ""])  # a GPU-only exporter
+    assert events.build_source(args) is None
 
 
 @pytest.mark.parametrize(
