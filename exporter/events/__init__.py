@@ -94,6 +94,18 @@ def build_source(args: argparse.Namespace) -> EventSource | None:
         with state.lock:
             state.set_worker_info(hostname, queues, slots)
 
-    control = WorkerControl(args.broker_url, control_options, worker_info, args.enable_events_interval)
-    consumer = EventConsumer(stream, state, on_connected=control.connected, on_new_workers=control.new_workers)
+    def task_queues(hostname: str, queues: dict[str, str]) -> None:
+        with state.lock:
+            state.set_task_queues(hostname, queues)
+
+    control = WorkerControl(
+        args.broker_url, control_options, worker_info, args.enable_events_interval, on_task_queues=task_queues
+    )
+    consumer = EventConsumer(
+        stream,
+        state,
+        on_connected=control.connected,
+        on_new_workers=control.new_workers,
+        on_unresolved=control.unresolved,
+    )
     return EventSource(consumer, control)

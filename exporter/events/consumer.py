@@ -50,12 +50,14 @@ class EventConsumer:
         *,
         on_connected: Callable[[], None] | None = None,
         on_new_workers: Callable[[list[str]], None] | None = None,
+        on_unresolved: Callable[[list[str]], None] | None = None,
         max_backoff: float = 10.0,
     ) -> None:
         self.stream = stream
         self.state = state
         self.on_connected = on_connected
         self.on_new_workers = on_new_workers
+        self.on_unresolved = on_unresolved
         self.max_backoff = max_backoff
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -109,6 +111,9 @@ class EventConsumer:
         """Expire state (every second); give freed heap back to the OS (every few seconds)."""
         with self.state.lock:
             self.state.sweep()
+            unresolved = self.state.unresolved_workers
+        if unresolved and self.on_unresolved is not None:
+            self.on_unresolved(unresolved)
         if trim:
             trim_heap()
 

@@ -26,7 +26,11 @@ MAX_PENDING = 1000
 #: a worker asked while it starts may not consume from its queues yet: ask again after these delays
 RETRY_DELAYS = (3.0, 10.0, 30.0)
 
+#: a worker running tasks of unknown queue is asked `inspect active` at most this often
+ACTIVE_EVERY = 5.0
+
 WorkerInfo = Callable[[str, list[str] | None, int | None], None]
+TaskQueues = Callable[[str, dict[str, str]], None]
 
 
 class WorkerControl:
@@ -36,6 +40,7 @@ class WorkerControl:
         transport_options: Mapping[str, Any],
         on_worker_info: WorkerInfo,
         enable_events_interval: float = 60.0,
+        on_task_queues: TaskQueues | None = None,
     ) -> None:
         from celery import Celery
 
@@ -43,6 +48,8 @@ class WorkerControl:
         self.app.conf.broker_transport_options = dict(transport_options)
         self.app.conf.broker_connection_retry_on_startup = False
         self.on_worker_info = on_worker_info
+        self.on_task_queues = on_task_queues
+        self._active_asked: dict[str, float] = {}
         self.enable_events_interval = enable_events_interval
         self._pending: queue.Queue[tuple[str, str]] = queue.Queue(MAX_PENDING)
         self._asked: OrderedDict[str, float] = OrderedDict()
@@ -58,6 +65,15 @@ class WorkerControl:
     def new_workers(self, hostnames: Iterable[str]) -> None:
         for hostname in hostnames:
             self._put(("inspect", hostname))
+
+    def unresolved(self, hostnames: Iterable[str]) -> None:
+        now = time.monotonic()
+        for hostname in hostnames:
+            if now - self._active_asked.get(hostname, float("-inf")) >= ACTIVE_EVERY:
+                self._active_asked[hostname] = now
+                self._put(("active", hostname))
+        if len(self._active_asked) > MAX_PENDING:
+            self._active_asked = {h: t for h, t in self._active_asked.items() if now - t < ACTIVE_EVERY}
 
     def _put(self, item: tuple[str, str]) -> None:
         try:
@@ -81,6 +97,9 @@ class WorkerControl:
                     next_enable = time.monotonic() + self.enable_events_interval
                 elif kind == "inspect":
                     self._inspect(hostname)
+                elif kind == "active" and self.on_task_queues is not None:
+                    answer = self.app.control.inspect(destination=[hostname], timeout=INSPECT_TIMEOUT).active()
+                    self.on_task_queues(hostname, parse_active_tasks((answer or {}).get(hostname)))
                 for hostname, (due, attempt) in list(self._retry.items()):
                     if time.monotonic() >= due:
                         del self._retry[hostname]
@@ -145,3 +164,13 @@ def parse_pool_size(answer: Any) -> int | None:
     pool = answer.get("pool") if isinstance(answer, dict) else None
     size = pool.get("max-concurrency") if isinstance(pool, dict) else None
     return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
+
+
+def parse_active_tasks(answer: Any) -> dict[str, str]:
+    """Task id -> the routing key it was delivered with (Celery routes to a queue by its name by default)."""
+    out: dict[str, str] = {}
+    for request in answer if isinstance(answer, list) else ():
+        info = request.get("delivery_info") if isinstance(request, dict) else None
+        if isinstance(info, dict) and isinstance(request.get("id"), str) and isinstance(info.get("routing_key"), str):
+            out[request["id"]] = info["routing_key"]
+    return out

@@ -175,6 +175,8 @@ class EventState:
         self.connected_at = float("-inf")
         #: hostnames seen for the first time since the last drain: the consumer asks them for their queues
         self.new_workers: list[str] = []
+        #: live workers of several queues running tasks whose queue no event named (no task-sent)
+        self.unresolved_workers: list[str] = []
         self._handlers: dict[str, Callable[[Mapping[str, Any], float], None]] = {
             "task-sent": self._task_sent,
             "task-received": self._task_received,
@@ -424,6 +426,16 @@ class EventState:
         if slots is not None:
             worker.slots = slots
 
+    def set_task_queues(self, hostname: str, queues: Mapping[str, str]) -> None:
+        """Queues of running tasks by id, from the routing key of ``inspect active``."""
+        worker = self.workers.get(hostname)
+        if worker is None:
+            return
+        for uuid, queue in queues.items():
+            record = worker.running.get(uuid)
+            if record is not None and record.queue is None:
+                record.queue = self._queue_label(queue)
+
     def drain_new_workers(self) -> list[str]:
         new, self.new_workers = self.new_workers, []
         return new
@@ -444,11 +456,14 @@ class EventState:
             del self.tasks[uuid]
         if not self.connected:
             return  # no news is not bad news while we cannot hear
+        self.unresolved_workers = []
         for hostname, worker in list(self.workers.items()):
             if self.alive(worker, now):
                 for queue in worker.queues():
                     if queue != UNKNOWN:  # a worker not yet asked: no lasting zero series for it
                         self.queues_seen[queue] = now
+                if any(self._task_queue(r, worker) == UNKNOWN for r in worker.running.values()):
+                    self.unresolved_workers.append(hostname)
                 continue
             log.info(
                 "worker %s sent nothing for %.0fs: gone (%d running task(s) no longer counted)",

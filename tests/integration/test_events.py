@@ -137,6 +137,22 @@ def test_global_keyprefix_is_honoured(redis_url, celery_worker, probe) -> None: 
     wait_for(lambda: p.count("lensing.analyse_lens", "succeeded") == 1, 60, what="the task counted")
 
 
+def test_queue_of_tasks_without_task_sent_on_a_worker_of_two_queues(redis_url, celery_worker, probe) -> None:  # type: ignore[no-untyped-def]
+    p = probe(redis_url)
+    celery_worker(redis_url, queues=["analyses", "cpu"], concurrency=3, events=True)
+    wait_for(lambda: p.value("celery_workers", queue="cpu") == 1, 60, what="the worker of two queues")
+    app = Celery("quiet-producer", broker=redis_url, set_as_current=False)  # sends no task-sent events
+    app.send_task("lensing.analyse_lens", args=[1, 20], queue="analyses")
+    app.send_task("lensing.analyse_lens", args=[2, 20], queue="analyses")
+    app.send_task("lensing.analyse_lens", args=[3, 20], queue="cpu")
+    # placed by the routing keys `inspect active` reports, off the event path
+    wait_for(
+        lambda: p.value("active_analyses", **ANALYSES) == 2 and p.value("active_analyses", queue="cpu") == 1,
+        30,
+        what="running tasks attributed to their queues",
+    )
+
+
 def test_redis_restart_reconnects_and_counting_resumes(redis_server, celery_worker, probe) -> None:  # type: ignore[no-untyped-def]
     server = redis_server()
     p = probe(server.url)
