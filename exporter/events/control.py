@@ -27,7 +27,7 @@ MAX_PENDING = 1000
 RETRY_DELAYS = (3.0, 10.0, 30.0)
 
 #: a worker running tasks of unknown queue is asked `inspect active` at most this often
-ACTIVE_EVERY = 5.0
+ACTIVE_EVERY = 1.0
 
 WorkerInfo = Callable[[str, list[str] | None, int | None], None]
 TaskQueues = Callable[[str, dict[str, str]], None]
