@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,7 +36,6 @@ class EventSource:
         self.consumer = consumer
         self.control = control
         self.state = consumer.state
-        self.started_at = time.monotonic()
 
     def start(self) -> None:
         if self.control is not None:
