@@ -242,6 +242,8 @@ class Producer:
         from celery import Celery
 
         self.app = Celery("lensing_demo_producer", broker=broker_url)
+        # task-sent events tell the exporter each task's queue (the worker consumes two)
+        self.app.conf.task_send_sent_event = True
         self.burst = burst
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._trickle, name="demo-producer", daemon=True)

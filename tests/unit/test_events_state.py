@@ -1,0 +1,276 @@
+"""The bounded event state, with a fake clock: expiry, worker timeouts, reconciliation, label caps."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from exporter.events.labels import LabelCap, TaskMatcher
+from exporter.events.state import EventState, StateConfig
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+_clock_values = itertools.count(1)
+
+
+def ev(type_: str, hostname: str = "w1@pod-a", **fields: Any) -> dict[str, Any]:
+    fields.setdefault("timestamp", 0.0)
+    fields.setdefault("pid", 100)
+    fields.setdefault("clock", next(_clock_values))
+    return {"type": type_, "hostname": hostname, **fields}
+
+
+def heartbeat(hostname: str = "w1@pod-a", active: int = 0, ts: float = 0.0, clock: int | None = None) -> dict[str, Any]:
+    return ev("worker-heartbeat", hostname, active=active, freq=2.0, timestamp=ts, clock=clock or next(_clock_values))
+
+
+def make(clock: FakeClock, **config: Any) -> EventState:
+    state = EventState(StateConfig(warmup=0.0, **config), clock=clock)
+    state.on_connected()
+    return state
+
+
+def run_task(state: EventState, uuid: str, name: str = "lensing.analyse_lens", host: str = "w1@pod-a") -> None:
+    state.apply(ev("task-sent", "client", uuid=uuid, name=name, queue="analyses", timestamp=10.0))
+    state.apply(ev("task-received", host, uuid=uuid, name=name, timestamp=11.0))
+    state.apply(ev("task-started", host, uuid=uuid, timestamp=12.5))
+
+
+def test_lifecycle_counts_and_histograms() -> None:
+    clock = FakeClock()
+    state = make(clock)
+    state.apply(heartbeat())
+    run_task(state, "t1")
+    snap = state.snapshot()
+    assert snap.active == {("analyses",): 1}
+    state.apply(ev("task-succeeded", uuid="t1", runtime=3.0, timestamp=15.5))
+    snap = state.snapshot()
+    assert snap.active == {("analyses",): 0}
+    assert {s: n for (t, s), n in snap.tasks_total.items() if t == "lensing.analyse_lens"} == {
+        "sent": 1,
+        "received": 1,
+        "started": 1,
+        "succeeded": 1,
+    }
+    buckets, total = snap.runtime["lensing.analyse_lens"]
+    assert total == 3.0 and buckets[-1] == ("+Inf", 1.0)
+    assert dict(buckets)["2.5"] == 0 and dict(buckets)["5.0"] == 1
+    _wait_buckets, wait_total = snap.queue_wait["lensing.analyse_lens"]
+    assert wait_total == 2.5  # task-sent (10.0) to task-started (12.5)
+
+
+def test_worker_past_timeout_stops_counting_at_once_and_is_swept() -> None:
+    clock = FakeClock()
+    state = make(clock, worker_timeout=5.0)
+    state.apply(heartbeat())
+    run_task(state, "t1")
+    clock.now += 4.9
+    assert state.snapshot().active == {("analyses",): 1}
+    clock.now += 0.2  # past the timeout: gone from the gauges even before a sweep
+    snap = state.snapshot()
+    assert snap.active == {("analyses",): 0}
+    assert snap.workers == {("analyses",): 0}
+    state.sweep()
+    assert state.workers == {}
+
+
+def test_worker_offline_drops_its_tasks_and_late_end_events_do_not_revive_it() -> None:
+    clock = FakeClock()
+    state = make(clock)
+    run_task(state, "t1")
+    state.apply(ev("worker-offline"))
+    assert state.snapshot().active == {("analyses",): 0}
+    state.apply(ev("task-succeeded", uuid="t1", runtime=1.0))
+    assert state.workers == {}
+    assert state.tasks_total[("lensing.analyse_lens", "succeeded")] == 1
+
+
+def test_heartbeat_count_reconciles_lost_end_events() -> None:
+    clock = FakeClock()
+    state = make(clock)
+    state.apply(heartbeat(active=0, ts=0.0))
+    run_task(state, "t1")
+    run_task(state, "t2")
+    state.apply(heartbeat(active=0, ts=20.0))  # one heartbeat short: the end events may be on their way
+    assert len(state.workers["w1@pod-a"].running) == 2
+    state.apply(heartbeat(active=0, ts=22.0))
+    assert state.workers["w1@pod-a"].running == {}
+    assert state.lost["task_end_missing"] == 2
+
+
+def test_after_a_reconnection_the_first_heartbeat_resyncs() -> None:
+    clock = FakeClock()
+    state = make(clock)
+    run_task(state, "t1")
+    run_task(state, "t2")
+    state.on_disconnected()
+    assert not state.snapshot().gauges
+    state.on_connected()
+    state.apply(heartbeat(active=1, ts=30.0))
+    assert len(state.workers["w1@pod-a"].running) == 1
+
+
+def test_heartbeat_gaps_count_lost_events_only_when_the_clock_agrees() -> None:
+    clock = FakeClock()
+    state = make(clock)
+    state.apply(heartbeat(ts=0.0, clock=10))
+    state.apply(heartbeat(ts=8.0, clock=13))  # beats at 2, 4, 6 missing and the clock ticked for them
+    assert state.lost["heartbeat_gap"] == 2  # min(3 by time, 2 by clock)
+    state.apply(heartbeat(ts=20.0, clock=14))  # a worker that was blocked sent nothing: no loss
+    assert state.lost["heartbeat_gap"] == 2
+
+
+def test_restarted_worker_under_the_same_name_drops_old_tasks() -> None:
+    clock = FakeClock()
+    state = make(clock)
+    run_task(state, "t1")
+    state.apply(ev("worker-online", pid=200, active=0, freq=2.0))
+    assert state.workers["w1@pod-a"].running == {}
+
+
+def test_tasks_are_bounded_and_expire() -> None:
+    clock = FakeClock()
+    state = make(clock, max_tracked_tasks=1000, task_expiry=60.0)
+    for i in range(20_000):
+        state.apply(ev("task-received", uuid=f"id-{i}", name="lensing.analyse_lens"))
+    assert len(state.tasks) == 1000
+    clock.now += 61
+    state.sweep()
+    assert len(state.tasks) == 0
+
+
+def test_running_task_survives_lru_eviction() -> None:
+    clock = FakeClock()
+    state = make(clock, max_tracked_tasks=10)
+    state.apply(heartbeat())
+    run_task(state, "long")
+    for i in range(100):
+        state.apply(ev("task-received", uuid=f"id-{i}", name="x"))
+    assert "long" not in state.tasks
+    state.apply(ev("task-succeeded", uuid="long", runtime=5.0))
+    assert state.tasks_total[("lensing.analyse_lens", "succeeded")] == 1
+    assert state.runtime["lensing.analyse_lens"].count == 1
+
+
+def test_new_worker_hostnames_do_not_accumulate() -> None:
+    clock = FakeClock()
+    state = make(clock, worker_timeout=5.0)
+    for i in range(5000):
+        state.apply(heartbeat(hostname=f"celery@pod-{i}"))
+        if i % 100 == 0:
+            clock.now += 10
+            state.sweep()
+    assert len(state.workers) <= 100
+
+
+def test_task_names_are_capped() -> None:
+    clock = FakeClock()
+    state = make(clock, max_task_names=2)
+    for name in ("a", "b", "c", "d"):
+        state.apply(ev("task-received", uuid=name, name=name))
+    assert {t for t, _s in state.tasks_total} == {"a", "b", "other"}
+    assert state.tasks_total[("other", "received")] == 2
+
+
+def test_queue_labels_skip_control_and_direct_queues() -> None:
+    clock = FakeClock()
+    state = make(clock)
+    state.apply(heartbeat())
+    state.set_worker_info("w1@pod-a", ["analyses", "w1@pod-a.dq2", "celery.pidbox"], 4)
+    snap = state.snapshot()
+    assert snap.workers == {("analyses",): 1}
+    assert snap.slots == {("analyses",): 4}
+
+
+def test_slots_absent_while_a_worker_of_the_queue_has_not_told_its_pool() -> None:
+    clock = FakeClock()
+    state = make(clock)
+    state.apply(heartbeat("w1"))
+    state.apply(heartbeat("w2"))
+    state.set_worker_info("w1", ["analyses"], 4)
+    state.set_worker_info("w2", ["analyses"], None)
+    snap = state.snapshot()
+    assert snap.workers == {("analyses",): 2}
+    assert ("analyses",) not in snap.slots
+
+
+def test_analysis_filter_and_worker_labels() -> None:
+    clock = FakeClock()
+    state = make(clock, analysis_tasks=("lensing.analyse_*",), worker_labels=True)
+    state.apply(heartbeat())
+    run_task(state, "t1", name="lensing.analyse_lens")
+    run_task(state, "t2", name="lensing.cleanup")
+    assert state.snapshot().active == {("analyses", "w1@pod-a"): 1}
+
+
+def test_gauges_wait_for_warmup_after_connecting() -> None:
+    clock = FakeClock()
+    state = EventState(StateConfig(warmup=3.0), clock=clock)
+    assert not state.snapshot().gauges
+    state.on_connected()
+    assert not state.snapshot().gauges
+    clock.now += 3
+    assert state.snapshot().gauges
+
+
+def test_bad_events_are_dropped_with_a_reason() -> None:
+    state = make(FakeClock())
+    state.apply({"type": "task-started"})  # no uuid
+    state.apply({"type": "custom-thing"})
+    state.apply(["not", "an", "event"])
+    assert state.dropped == {"malformed": 2, "unsupported": 1}
+    assert state.received == 3
+
+
+def test_label_cap_keeps_first_values() -> None:
+    cap = LabelCap(2)
+    assert [cap(v) for v in ("a", "b", "c", "a", "d")] == ["a", "b", "other", "a", "other"]
+
+
+@pytest.mark.parametrize(
+    ("patterns", "name", "expected"),
+    [
+        ((), "anything", True),
+        ((), None, True),
+        (("lensing.analyse_*",), "lensing.analyse_lens", True),
+        (("lensing.analyse_*",), "lensing.Analyse_lens", False),
+        (("lensing.analyse_*", "fit.?"), "fit.x", True),
+        (("lensing.analyse_*",), None, False),
+    ],
+)
+def test_glob_matching(patterns: tuple[str, ...], name: str | None, expected: bool) -> None:
+    assert TaskMatcher(patterns)(name) is expected
+
+
+def test_collector_exports_exactly_the_catalog_names() -> None:
+    from exporter.events.collector import EventCollector
+    from lensing_metrics.catalog import EVENTS
+
+    clock = FakeClock()
+    state = make(clock)
+    state.apply(heartbeat())
+    run_task(state, "t1")
+    state.apply(ev("task-succeeded", uuid="t1", runtime=1.0))
+    families = {f.name: f for f in EventCollector(state).collect()}
+    # prometheus_client strips _total from counter family names
+    exported = {name + "_total" if f.type == "counter" else name for name, f in families.items()}
+    assert exported == set(EVENTS)
+    for name, family in families.items():
+        spec = EVENTS[name + "_total" if family.type == "counter" else name]
+        assert family.type == spec.kind
+        for sample in family.samples:
+            assert set(sample.labels) - {"le"} == set(spec.labels), sample
+
+    state.on_disconnected()
+    names = {f.name for f in EventCollector(state).collect()}
+    assert "celery_workers" not in names and "active_analyses" not in names
+    assert "celery_tasks" in names
