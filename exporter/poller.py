@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from exporter.brokers import BrokerReadError, BrokerSnapshot, QueueReader, redact_url
+from lensing_metrics.background import BackgroundThread
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ class BrokerPoller:
         self.reads_total = 0
         self._state = PollState(up=False, snapshot=None, last_error=None, last_error_reason=None, last_attempt_at=None)
         self._listeners: list[Callable[[PollState], None]] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = BackgroundThread(self._run, name=f"poll-{name}")
+        self._stop = self._worker.stopping
         self._failures = 0
 
     @property
@@ -115,13 +115,8 @@ class BrokerPoller:
             self._stop.wait(max(delay, 0.0))
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"poll-{self.name}", daemon=True)
-            self._thread.start()
+        self._worker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._worker.stop()
         self.reader.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from exporter.gpu.busy import UtilizationIntegrator
 from exporter.gpu.device import DeviceReader
 from exporter.gpu.nvml import Device, NvmlSession, error_reason
 from exporter.gpu.xid import XidWatcher
+from lensing_metrics.background import BackgroundThread
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ class GpuSampler:
         self._read_failures = 0  # consecutive cycles that ended in a reopen
         self._next_open = 0.0
         self._opened_at = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = BackgroundThread(self._run, name="gpu-sampler")
+        self._stop = self._worker.stopping
 
     @property
     def snapshot(self) -> GpuSnapshot:
@@ -227,16 +227,10 @@ class GpuSampler:
             self._stop.wait(max(self.interval - (time.monotonic() - started), 0.0))
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="gpu-sampler", daemon=True)
-            self._thread.start()
+        self._worker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._worker.stop()
         self.close()
         if self.allocations is not None and hasattr(self.allocations, "close"):
             self.allocations.close()
