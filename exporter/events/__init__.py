@@ -92,9 +92,9 @@ def build_source(args: argparse.Namespace) -> EventSource | None:
         with state.lock:
             state.set_worker_info(hostname, queues, slots)
 
-    def active_tasks(hostname: str, tasks: list[ActiveTask]) -> None:
+    def active_tasks(hostname: str, tasks: list[ActiveTask], reserved: list[ActiveTask]) -> None:
         with state.lock:
-            state.set_active_tasks(hostname, tasks)
+            state.set_active_tasks(hostname, tasks, reserved)
 
     control = WorkerControl(
         args.broker_url, control_options, worker_info, args.enable_events_interval, on_active_tasks=active_tasks

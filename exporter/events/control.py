@@ -32,7 +32,7 @@ RETRY_DELAYS = (3.0, 10.0, 30.0)
 ACTIVE_EVERY = 1.0
 
 WorkerInfo = Callable[[str, list[str] | None, int | None], None]
-ActiveTasks = Callable[[str, list[ActiveTask]], None]
+ActiveTasks = Callable[[str, list[ActiveTask], list[ActiveTask]], None]
 
 
 class WorkerControl:
@@ -126,9 +126,11 @@ class WorkerControl:
         # an enable_events (fire and forget) went out while it was not listening yet. Ask again.
         if self.enable_events_interval > 0:
             self.app.control.enable_events(destination=[hostname])
-        answer = self.app.control.inspect(destination=[hostname], timeout=INSPECT_TIMEOUT).active()
-        if answer and hostname in answer:
-            on_answer(hostname, parse_active_tasks(answer[hostname]))
+        inspect = self.app.control.inspect(destination=[hostname], timeout=INSPECT_TIMEOUT)
+        active = (inspect.active() or {}).get(hostname)
+        reserved = (inspect.reserved() or {}).get(hostname)
+        if active is not None or reserved is not None:
+            on_answer(hostname, parse_active_tasks(active), parse_active_tasks(reserved))
 
     def _inspect(self, hostname: str, attempt: int = 0) -> None:
         now = time.monotonic()

@@ -113,6 +113,7 @@ class WorkerRecord:
         "running",
         "short",
         "slots",
+        "unplaced",
     )
 
     def __init__(self, hostname: str, pid: Any, now: float) -> None:
@@ -124,9 +125,11 @@ class WorkerRecord:
         self.hb_ts: float | None = None
         self.hb_clock: int | None = None
         self.excess = 0  # running tasks above the heartbeat's count, at the previous heartbeat
-        #: the heartbeats say it runs more tasks than the stream showed: ask the worker (``inspect active``)
         self.missing = 0  # running tasks below the heartbeat's count, at the previous heartbeat
+        #: the heartbeats say it runs more tasks than the stream showed: ask the worker (``inspect active``)
         self.short = False
+        #: it received a task whose queue no event named (no task-sent) while it consumes several queues
+        self.unplaced = False
         self.resync = False  # reconcile at the next heartbeat at once (after a reconnection)
         self.control_queues: frozenset[str] | None = None  # from `inspect active_queues`
         self.learned_queues: set[str] = set()  # from the queue of tasks it ran
@@ -302,8 +305,11 @@ class EventState:
         record.received_at = _number(event.get("timestamp"))
         record.state = "received"
         worker = self._worker_of(event, now)
-        if worker is not None and record.queue is not None and len(worker.learned_queues) < MAX_LEARNED_QUEUES:
-            worker.learned_queues.add(record.queue)
+        if worker is not None:
+            if record.queue is not None and len(worker.learned_queues) < MAX_LEARNED_QUEUES:
+                worker.learned_queues.add(record.queue)
+            elif record.queue is None and self._task_queue(record, worker) == UNKNOWN:
+                worker.unplaced = True  # asked while the task waits in its prefetch, placed before it starts
         self._count(record.name, "received")
 
     def _task_started(self, event: Mapping[str, Any], now: float) -> None:
@@ -446,15 +452,23 @@ class EventState:
         if slots is not None:
             worker.slots = slots
 
-    def set_active_tasks(self, hostname: str, tasks: Iterable[ActiveTask]) -> None:
+    def set_active_tasks(self, hostname: str, tasks: Iterable[ActiveTask], reserved: Iterable[ActiveTask] = ()) -> None:
         """What the worker says it runs (``inspect active``): names and queues of the tasks the stream
         showed without them, and the tasks it did not show at all (started before we subscribed, or
         while the worker's task events were off or lost). Tasks absent from the answer are left to the
-        heartbeat reconciliation: the answer may predate their task-started event."""
+        heartbeat reconciliation: the answer may predate their task-started event. ``reserved`` (its
+        prefetched tasks, ``inspect reserved``) only places tasks not started yet."""
         worker = self.workers.get(hostname)
         if worker is None:
             return
         now = self.clock()
+        for task in reserved:
+            record = self.tasks.get(task.uuid)
+            if record is None or record.queue is None:
+                record = self._record(task.uuid, now)
+                record.name = record.name or task.name
+                record.queue = self._queue_label(task.routing_key)
+        worker.unplaced = False
         for task in tasks:
             record = worker.running.get(task.uuid)
             if record is None:
@@ -503,8 +517,10 @@ class EventState:
                 for queue in worker.queues():
                     if queue != UNKNOWN:  # a worker not yet asked: no lasting zero series for it
                         self.queues_seen[queue] = now
-                if worker.short or any(
-                    r.name is None or self._task_queue(r, worker) == UNKNOWN for r in worker.running.values()
+                if (
+                    worker.short
+                    or worker.unplaced
+                    or any(r.name is None or self._task_queue(r, worker) == UNKNOWN for r in worker.running.values())
                 ):
                     self.unresolved_workers.append(hostname)
                 continue

@@ -390,3 +390,20 @@ def test_inspect_active_answer_is_parsed_defensively() -> None:
         ActiveTask("b", None, None, None),
     ]
     assert parse_active_tasks(None) == []
+
+
+def test_prefetched_task_of_unknown_queue_is_placed_before_it_starts() -> None:
+    from exporter.events.state import ActiveTask
+
+    clock = FakeClock()
+    state = make(clock)
+    state.apply(heartbeat(active=0, ts=0.0))
+    state.set_worker_info("w1@pod-a", ["analyses", "cpu"], 2)
+    state.apply(ev("task-received", uuid="r", name="lensing.analyse_lens", timestamp=1.0))  # no task-sent seen
+    state.sweep()
+    assert state.unresolved_workers == ["w1@pod-a"]
+    state.set_active_tasks("w1@pod-a", [], reserved=[ActiveTask("r", "lensing.analyse_lens", "cpu", None)])
+    state.sweep()
+    assert state.unresolved_workers == []
+    state.apply(ev("task-started", uuid="r", timestamp=2.0))
+    assert state.snapshot().active == {("analyses",): 0, ("cpu",): 1}
