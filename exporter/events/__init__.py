@@ -21,7 +21,7 @@ from exporter.events.consumer import EventConsumer
 from exporter.events.control import WorkerControl
 from exporter.events.options import add_arguments as _add_arguments
 from exporter.events.options import state_config
-from exporter.events.state import EventState
+from exporter.events.state import ActiveTask, EventState
 from exporter.events.stream import AmqpEventStream, EventStream, RedisEventStream
 
 log = logging.getLogger(__name__)
@@ -92,12 +92,12 @@ def build_source(args: argparse.Namespace) -> EventSource | None:
         with state.lock:
             state.set_worker_info(hostname, queues, slots)
 
-    def task_queues(hostname: str, queues: dict[str, str]) -> None:
+    def active_tasks(hostname: str, tasks: list[ActiveTask], reserved: list[ActiveTask]) -> None:
         with state.lock:
-            state.set_task_queues(hostname, queues)
+            state.set_active_tasks(hostname, tasks, reserved)
 
     control = WorkerControl(
-        args.broker_url, control_options, worker_info, args.enable_events_interval, on_task_queues=task_queues
+        args.broker_url, control_options, worker_info, args.enable_events_interval, on_active_tasks=active_tasks
     )
     consumer = EventConsumer(
         stream,

@@ -17,6 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from exporter.events.state import ActiveTask
+
 log = logging.getLogger(__name__)
 
 #: how long a hostname already asked is not asked again (a flapping worker costs one inspect per period)
@@ -26,11 +28,11 @@ MAX_PENDING = 1000
 #: a worker asked while it starts may not consume from its queues yet: ask again after these delays
 RETRY_DELAYS = (3.0, 10.0, 30.0)
 
-#: a worker running tasks of unknown queue is asked `inspect active` at most this often
+#: a worker running tasks the stream did not fully show is asked `inspect active` at most this often
 ACTIVE_EVERY = 1.0
 
 WorkerInfo = Callable[[str, list[str] | None, int | None], None]
-TaskQueues = Callable[[str, dict[str, str]], None]
+ActiveTasks = Callable[[str, list[ActiveTask], list[ActiveTask]], None]
 
 
 class WorkerControl:
@@ -40,7 +42,7 @@ class WorkerControl:
         transport_options: Mapping[str, Any],
         on_worker_info: WorkerInfo,
         enable_events_interval: float = 60.0,
-        on_task_queues: TaskQueues | None = None,
+        on_active_tasks: ActiveTasks | None = None,
     ) -> None:
         from celery import Celery
 
@@ -48,7 +50,7 @@ class WorkerControl:
         self.app.conf.broker_transport_options = dict(transport_options)
         self.app.conf.broker_connection_retry_on_startup = False
         self.on_worker_info = on_worker_info
-        self.on_task_queues = on_task_queues
+        self.on_active_tasks = on_active_tasks
         self._active_asked: dict[str, float] = {}
         self.enable_events_interval = enable_events_interval
         self._pending: queue.Queue[tuple[str, str]] = queue.Queue(MAX_PENDING)
@@ -97,9 +99,8 @@ class WorkerControl:
                     next_enable = time.monotonic() + self.enable_events_interval
                 elif kind == "inspect":
                     self._inspect(hostname)
-                elif kind == "active" and self.on_task_queues is not None:
-                    answer = self.app.control.inspect(destination=[hostname], timeout=INSPECT_TIMEOUT).active()
-                    self.on_task_queues(hostname, parse_active_tasks((answer or {}).get(hostname)))
+                elif kind == "active" and self.on_active_tasks is not None:
+                    self._active(hostname, self.on_active_tasks)
                 for hostname, (due, attempt) in list(self._retry.items()):
                     if time.monotonic() >= due:
                         del self._retry[hostname]
@@ -119,6 +120,17 @@ class WorkerControl:
     def _broadcast_enable(self) -> None:
         if self.enable_events_interval > 0:
             self.app.control.enable_events()
+
+    def _active(self, hostname: str, on_answer: ActiveTasks) -> None:
+        # The worker runs tasks the stream did not show: most often its task events are off because
+        # an enable_events (fire and forget) went out while it was not listening yet. Ask again.
+        if self.enable_events_interval > 0:
+            self.app.control.enable_events(destination=[hostname])
+        inspect = self.app.control.inspect(destination=[hostname], timeout=INSPECT_TIMEOUT)
+        active = (inspect.active() or {}).get(hostname)
+        reserved = (inspect.reserved() or {}).get(hostname)
+        if active is not None or reserved is not None:
+            on_answer(hostname, parse_active_tasks(active), parse_active_tasks(reserved))
 
     def _inspect(self, hostname: str, attempt: int = 0) -> None:
         now = time.monotonic()
@@ -166,11 +178,22 @@ def parse_pool_size(answer: Any) -> int | None:
     return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
 
 
-def parse_active_tasks(answer: Any) -> dict[str, str]:
-    """Task id -> the routing key it was delivered with (Celery routes to a queue by its name by default)."""
-    out: dict[str, str] = {}
+def parse_active_tasks(answer: Any) -> list[ActiveTask]:
+    """The requests of ``inspect active``: id, name, the routing key it was delivered with (Celery
+    routes to a queue by its name by default) and when it started (the worker's wall clock)."""
+    out: list[ActiveTask] = []
     for request in answer if isinstance(answer, list) else ():
-        info = request.get("delivery_info") if isinstance(request, dict) else None
-        if isinstance(info, dict) and isinstance(request.get("id"), str) and isinstance(info.get("routing_key"), str):
-            out[request["id"]] = info["routing_key"]
+        if not isinstance(request, dict) or not isinstance(request.get("id"), str):
+            continue
+        info = request.get("delivery_info")
+        key = info.get("routing_key") if isinstance(info, dict) else None
+        name, started = request.get("name"), request.get("time_start")
+        out.append(
+            ActiveTask(
+                request["id"],
+                name if isinstance(name, str) else None,
+                key if isinstance(key, str) else None,
+                float(started) if isinstance(started, int | float) and not isinstance(started, bool) else None,
+            )
+        )
     return out

@@ -50,6 +50,16 @@ class StateConfig:
     warmup: float = 3.0
 
 
+@dataclass(frozen=True, slots=True)
+class ActiveTask:
+    """A task a worker says it runs (``inspect active``): its routing key names its queue."""
+
+    uuid: str
+    name: str | None
+    routing_key: str | None
+    started: float | None  # the worker's wall clock, as event timestamps
+
+
 class Histogram:
     __slots__ = ("bounds", "count", "counts", "sum")
 
@@ -97,10 +107,13 @@ class WorkerRecord:
         "hostname",
         "last_seen",
         "learned_queues",
+        "missing",
         "pid",
         "resync",
         "running",
+        "short",
         "slots",
+        "unplaced",
     )
 
     def __init__(self, hostname: str, pid: Any, now: float) -> None:
@@ -112,6 +125,11 @@ class WorkerRecord:
         self.hb_ts: float | None = None
         self.hb_clock: int | None = None
         self.excess = 0  # running tasks above the heartbeat's count, at the previous heartbeat
+        self.missing = 0  # running tasks below the heartbeat's count, at the previous heartbeat
+        #: the heartbeats say it runs more tasks than the stream showed: ask the worker (``inspect active``)
+        self.short = False
+        #: it received a task whose queue no event named (no task-sent) while it consumes several queues
+        self.unplaced = False
         self.resync = False  # reconcile at the next heartbeat at once (after a reconnection)
         self.control_queues: frozenset[str] | None = None  # from `inspect active_queues`
         self.learned_queues: set[str] = set()  # from the queue of tasks it ran
@@ -163,7 +181,6 @@ class EventState:
         self.tasks: OrderedDict[str, TaskRecord] = OrderedDict()
         self.workers: dict[str, WorkerRecord] = {}
         self.queues_seen: dict[str, float] = {}  # queue label -> when a worker or task last used it
-        self.name_queue: dict[str, str] = {}  # task name -> queue its task-sent events named
         self.received = 0
         self.dropped: Counter[str] = Counter()
         self.lost: Counter[str] = Counter()
@@ -175,7 +192,8 @@ class EventState:
         self.connected_at = float("-inf")
         #: hostnames seen for the first time since the last drain: the consumer asks them for their queues
         self.new_workers: list[str] = []
-        #: live workers of several queues running tasks whose queue no event named (no task-sent)
+        #: live workers whose running tasks the stream did not fully show: more running than it showed
+        #: (task events off or lost, tasks started before we subscribed), or of unknown name or queue
         self.unresolved_workers: list[str] = []
         self._handlers: dict[str, Callable[[Mapping[str, Any], float], None]] = {
             "task-sent": self._task_sent,
@@ -260,8 +278,6 @@ class EventState:
         if queue is not None:
             record.queue = queue
             self.queues_seen[queue] = now
-            if isinstance(name, str) and (name in self.name_queue or len(self.name_queue) < MAX_QUEUE_NAMES * 10):
-                self.name_queue[name] = queue
         record.sent_at = _number(event.get("timestamp"))
         if record.state == "pending":
             record.state = "sent"
@@ -289,8 +305,11 @@ class EventState:
         record.received_at = _number(event.get("timestamp"))
         record.state = "received"
         worker = self._worker_of(event, now)
-        if worker is not None and record.queue is not None and len(worker.learned_queues) < MAX_LEARNED_QUEUES:
-            worker.learned_queues.add(record.queue)
+        if worker is not None:
+            if record.queue is not None and len(worker.learned_queues) < MAX_LEARNED_QUEUES:
+                worker.learned_queues.add(record.queue)
+            elif record.queue is None and self._task_queue(record, worker) == UNKNOWN:
+                worker.unplaced = True  # asked while the task waits in its prefetch, placed before it starts
         self._count(record.name, "received")
 
     def _task_started(self, event: Mapping[str, Any], now: float) -> None:
@@ -347,6 +366,8 @@ class EventState:
         worker.pid = pid
         worker.hb_ts = worker.hb_clock = None
         worker.excess = 0
+        worker.missing = 0
+        worker.short = False
         worker.control_queues = None
         worker.slots = None
         self.new_workers.append(worker.hostname)
@@ -397,8 +418,13 @@ class EventState:
 
     def _reconcile(self, worker: WorkerRecord, active: int) -> None:
         """A heartbeat says how many tasks the worker runs. More recorded than that at two heartbeats
-        running (or at the first after a reconnection) means their end events were lost: drop the oldest."""
-        excess = len(worker.running) - active
+        running (or at the first after a reconnection) means their end events were lost: drop the oldest.
+        Fewer at two heartbeats running (or at the first) means their start events never came: the
+        worker is asked which tasks it runs (:meth:`set_active_tasks`)."""
+        missing = active - len(worker.running)
+        worker.short = missing > 0 and (worker.hb_ts is None or worker.resync or worker.missing > 0)
+        worker.missing = max(missing, 0)
+        excess = -missing
         if excess > 0 and (worker.resync or worker.excess > 0):
             limit = excess if worker.resync else min(excess, worker.excess)
             before = worker.hb_ts if not worker.resync and worker.hb_ts is not None else float("inf")
@@ -426,15 +452,44 @@ class EventState:
         if slots is not None:
             worker.slots = slots
 
-    def set_task_queues(self, hostname: str, queues: Mapping[str, str]) -> None:
-        """Queues of running tasks by id, from the routing key of ``inspect active``."""
+    def set_active_tasks(self, hostname: str, tasks: Iterable[ActiveTask], reserved: Iterable[ActiveTask] = ()) -> None:
+        """What the worker says it runs (``inspect active``): names and queues of the tasks the stream
+        showed without them, and the tasks it did not show at all (started before we subscribed, or
+        while the worker's task events were off or lost). Tasks absent from the answer are left to the
+        heartbeat reconciliation: the answer may predate their task-started event. ``reserved`` (its
+        prefetched tasks, ``inspect reserved``) only places tasks not started yet."""
         worker = self.workers.get(hostname)
         if worker is None:
             return
-        for uuid, queue in queues.items():
-            record = worker.running.get(uuid)
-            if record is not None and record.queue is None:
-                record.queue = self._queue_label(queue)
+        now = self.clock()
+        for task in reserved:
+            record = self.tasks.get(task.uuid)
+            if record is None or record.queue is None:
+                record = self._record(task.uuid, now)
+                record.name = record.name or task.name
+                record.queue = self._queue_label(task.routing_key)
+        worker.unplaced = False
+        for task in tasks:
+            record = worker.running.get(task.uuid)
+            if record is None:
+                known = self.tasks.get(task.uuid)
+                if known is not None and known.state in _ENDS:
+                    continue  # its end event came after the worker answered
+                if len(worker.running) >= MAX_RUNNING_PER_WORKER:
+                    break
+                record = self._record(task.uuid, now)
+                record.state = "started"
+                record.hostname = hostname
+                if record.started_at is None:
+                    record.started_at = task.started
+                worker.running[task.uuid] = record
+            if record.name is None and task.name is not None:
+                record.name = task.name
+            if record.queue is None and task.routing_key is not None:
+                record.queue = self._queue_label(task.routing_key)
+                if record.queue is not None:
+                    self.queues_seen[record.queue] = now
+        worker.short = False  # asked and answered: ask again only if the next two heartbeats disagree
 
     def drain_new_workers(self) -> list[str]:
         new, self.new_workers = self.new_workers, []
@@ -462,7 +517,11 @@ class EventState:
                 for queue in worker.queues():
                     if queue != UNKNOWN:  # a worker not yet asked: no lasting zero series for it
                         self.queues_seen[queue] = now
-                if any(self._task_queue(r, worker) == UNKNOWN for r in worker.running.values()):
+                if (
+                    worker.short
+                    or worker.unplaced
+                    or any(r.name is None or self._task_queue(r, worker) == UNKNOWN for r in worker.running.values())
+                ):
                     self.unresolved_workers.append(hostname)
                 continue
             log.info(
@@ -481,12 +540,11 @@ class EventState:
     def _task_queue(self, record: TaskRecord, worker: WorkerRecord) -> str:
         if record.queue is not None:
             return record.queue
+        # a worker of several queues: which one this task came from only its routing key says
+        # (the queue other tasks of the same name were sent to says nothing of this one)
         queues = worker.control_queues or worker.learned_queues
         if len(queues) == 1:
             return next(iter(queues))
-        by_name = self.name_queue.get(record.name or "")
-        if by_name is not None and (not queues or by_name in queues):
-            return by_name
         return UNKNOWN
 
     def snapshot(self) -> EventsSnapshot:

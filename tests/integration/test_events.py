@@ -153,6 +153,34 @@ def test_queue_of_tasks_without_task_sent_on_a_worker_of_two_queues(redis_url, c
     )
 
 
+def test_tasks_already_running_when_the_exporter_starts_on_a_worker_without_events(  # type: ignore[no-untyped-def]
+    redis_url, celery_worker, probe
+) -> None:
+    """The demo's setup: a worker without -E on two queues, prefetch 2, late acks, busy with tasks sent
+    before the exporter started (no task-sent, no task-started it could see)."""
+    celery_worker(redis_url, queues=["analyses", "cpu"], concurrency=2, prefetch=2, events=False)
+    app = Celery("quiet-producer", broker=redis_url, set_as_current=False)
+    app.send_task("lensing.analyse_lens", args=[1, 60], queue="analyses")
+    app.send_task("lensing.analyse_lens", args=[2, 60], queue="cpu")
+    for i in range(4):  # a backlog behind them, prefetched
+        app.send_task("lensing.analyse_lens", args=[3 + i, 60], queue="analyses")
+
+    def running() -> bool:
+        answer = app.control.inspect(timeout=1).active() or {}
+        return sum(len(tasks) for tasks in answer.values()) == 2
+
+    wait_for(running, 60, interval=0.5, what="both pool processes busy")
+    p = probe(redis_url, "--enable-events-interval", "60")
+    wait_for(lambda: p.value("celery_worker_slots_busy", queue="cpu") == 2, 30, what="busy slots from heartbeats")
+    # within a few seconds of the heartbeats, not when the tasks end (a minute later)
+    wait_for(
+        lambda: (p.value("active_analyses", **ANALYSES), p.value("active_analyses", queue="cpu")) == (1, 1),
+        15,
+        what="the running tasks counted, each on its queue",
+    )
+    assert p.value("active_analyses", queue="unknown") is None
+
+
 def test_redis_restart_reconnects_and_counting_resumes(redis_server, celery_worker, probe) -> None:  # type: ignore[no-untyped-def]
     server = redis_server()
     p = probe(server.url)

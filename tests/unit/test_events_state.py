@@ -274,3 +274,136 @@ def test_collector_exports_exactly_the_catalog_names() -> None:
     names = {f.name for f in EventCollector(state).collect()}
     assert "celery_workers" not in names and "active_analyses" not in names
     assert "celery_tasks" in names
+
+
+# -- tasks the event stream did not show: already running, or on a worker whose task events are off --------------
+# The sequence below is the one the demo produced (captured off its Redis): the worker was started without -E and
+# the exporter's enable_events did not reach it (sent while its remote-control queue was not listening yet), so only
+# worker-online and heartbeats came, the heartbeats saying both pool processes were busy; task-sent only for tasks
+# queued behind the burst.
+def _demo_sequence(state: EventState) -> None:
+    host = "demo-32483@vm"
+    state.apply(ev("worker-online", host, pid=32491, active=0, freq=2.0, timestamp=21.32, clock=1))
+    state.apply(ev("task-sent", "gen32483@vm", uuid="late-1", name="lensing.analyse_lens", queue="analyses"))
+    for i, ts in enumerate((23.33, 25.33, 27.34)):
+        state.apply(ev("worker-heartbeat", host, pid=32491, active=2, freq=2.0, timestamp=ts, clock=4 + i))
+        state.apply(ev("task-sent", "gen32483@vm", uuid=f"late-{i}", name="lensing.analyse_lens", queue="cpu"))
+
+
+def test_busy_worker_whose_tasks_the_stream_did_not_show_is_asked_and_its_tasks_counted() -> None:
+    from exporter.events.state import ActiveTask
+
+    clock = FakeClock()
+    state = make(clock)
+    _demo_sequence(state)
+    state.set_worker_info("demo-32483@vm", ["analyses", "cpu"], 2)
+    state.sweep()
+    # the heartbeats say 2 running, the stream showed none: the worker is asked what it runs
+    assert state.unresolved_workers == ["demo-32483@vm"]
+    state.set_active_tasks(
+        "demo-32483@vm",
+        [
+            ActiveTask("b-1", "lensing.analyse_lens", "analyses", 20.0),
+            ActiveTask("b-2", "lensing.analyse_lens", "cpu", 21.0),
+        ],
+    )
+    snap = state.snapshot()
+    assert snap.busy == {("analyses",): 2, ("cpu",): 2}
+    assert snap.active == {("analyses",): 1, ("cpu",): 1}
+    state.sweep()
+    assert state.unresolved_workers == []
+    # their end events come like any other (the name is known now)
+    state.apply(ev("task-succeeded", "demo-32483@vm", pid=32491, uuid="b-1", runtime=3.0, timestamp=24.0))
+    assert state.snapshot().active == {("analyses",): 0, ("cpu",): 1}
+    assert state.tasks_total[("lensing.analyse_lens", "succeeded")] == 1
+
+
+def test_one_short_heartbeat_is_not_enough_to_ask() -> None:
+    clock = FakeClock()
+    state = make(clock)
+    state.apply(heartbeat(active=0, ts=0.0))
+    state.apply(heartbeat(active=1, ts=2.0))  # the task-started may still be in the worker's event buffer
+    state.sweep()
+    assert state.unresolved_workers == []
+    run_task(state, "t1")
+    state.apply(heartbeat(active=1, ts=4.0))
+    state.sweep()
+    assert state.unresolved_workers == []
+
+
+def test_first_heartbeat_of_a_busy_worker_asks_at_once() -> None:
+    clock = FakeClock()
+    state = make(clock)
+    state.apply(heartbeat(active=2, ts=0.0))  # the exporter connected while the worker was busy
+    state.sweep()
+    assert state.unresolved_workers == ["w1@pod-a"]
+
+
+def test_an_answer_does_not_bring_back_a_task_that_ended_meanwhile() -> None:
+    from exporter.events.state import ActiveTask
+
+    clock = FakeClock()
+    state = make(clock)
+    state.apply(heartbeat(active=1, ts=0.0))
+    run_task(state, "t1")
+    state.apply(ev("task-succeeded", uuid="t1", runtime=1.0, timestamp=13.5))
+    state.set_active_tasks("w1@pod-a", [ActiveTask("t1", "lensing.analyse_lens", "analyses", 12.5)])
+    assert state.workers["w1@pod-a"].running == {}
+
+
+def test_task_of_unknown_name_or_queue_is_resolved_not_guessed_from_other_tasks() -> None:
+    from exporter.events.state import ActiveTask
+
+    clock = FakeClock()
+    state = make(clock, analysis_tasks=("lensing.analyse_*",))
+    state.apply(heartbeat(active=0, ts=0.0))
+    state.set_worker_info("w1@pod-a", ["analyses", "cpu"], 2)
+    # task-sent of another task of the same name said `cpu`: that says nothing of this one's queue
+    state.apply(ev("task-sent", "client", uuid="other", name="lensing.analyse_lens", queue="cpu"))
+    state.apply(ev("task-received", uuid="a", name="lensing.analyse_lens", timestamp=1.0))
+    state.apply(ev("task-started", uuid="a", timestamp=1.5))
+    state.apply(ev("task-started", uuid="b", timestamp=1.6))  # received before task events were on: no name
+    assert state.snapshot().active == {("analyses",): 0, ("cpu",): 0, ("unknown",): 1}
+    state.sweep()
+    assert state.unresolved_workers == ["w1@pod-a"]
+    state.set_active_tasks(
+        "w1@pod-a",
+        [ActiveTask("a", "lensing.analyse_lens", "analyses", 1.5), ActiveTask("b", "lensing.analyse_lens", "cpu", 1.6)],
+    )
+    assert state.snapshot().active == {("analyses",): 1, ("cpu",): 1}
+    state.sweep()
+    assert state.unresolved_workers == []
+
+
+def test_inspect_active_answer_is_parsed_defensively() -> None:
+    from exporter.events.control import parse_active_tasks
+    from exporter.events.state import ActiveTask
+
+    answer = [
+        {"id": "a", "name": "lensing.analyse_lens", "time_start": 12.5, "delivery_info": {"routing_key": "cpu"}},
+        {"id": "b", "name": 3, "time_start": True, "delivery_info": None},
+        {"name": "no id"},
+        "nonsense",
+    ]
+    assert parse_active_tasks(answer) == [
+        ActiveTask("a", "lensing.analyse_lens", "cpu", 12.5),
+        ActiveTask("b", None, None, None),
+    ]
+    assert parse_active_tasks(None) == []
+
+
+def test_prefetched_task_of_unknown_queue_is_placed_before_it_starts() -> None:
+    from exporter.events.state import ActiveTask
+
+    clock = FakeClock()
+    state = make(clock)
+    state.apply(heartbeat(active=0, ts=0.0))
+    state.set_worker_info("w1@pod-a", ["analyses", "cpu"], 2)
+    state.apply(ev("task-received", uuid="r", name="lensing.analyse_lens", timestamp=1.0))  # no task-sent seen
+    state.sweep()
+    assert state.unresolved_workers == ["w1@pod-a"]
+    state.set_active_tasks("w1@pod-a", [], reserved=[ActiveTask("r", "lensing.analyse_lens", "cpu", None)])
+    state.sweep()
+    assert state.unresolved_workers == []
+    state.apply(ev("task-started", uuid="r", timestamp=2.0))
+    assert state.snapshot().active == {("analyses",): 0, ("cpu",): 1}
