@@ -5,13 +5,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 from exporter.events.decode import DropMessage
 from exporter.events.state import EventState
 from exporter.events.stream import EventStream, StreamError
+from lensing_metrics.background import BackgroundThread
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ class EventConsumer:
         self.on_unresolved = on_unresolved
         self.max_backoff = max_backoff
         self.last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = BackgroundThread(self._run, name="events-consumer")
+        self._stop = self._worker.stopping
         self._ever_connected = False
 
     def process(self, payloads: list[object]) -> None:
@@ -144,12 +144,7 @@ class EventConsumer:
             log.warning("event stream %s lost (%s); reconnecting with backoff", self.stream.description, message)
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="events-consumer", daemon=True)
-            self._thread.start()
+        self._worker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._worker.stop()

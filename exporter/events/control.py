@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from exporter.events.state import ActiveTask
+from lensing_metrics.background import BackgroundThread
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ class WorkerControl:
         self._pending: queue.Queue[tuple[str, str]] = queue.Queue(MAX_PENDING)
         self._asked: OrderedDict[str, float] = OrderedDict()
         self._retry: dict[str, tuple[float, int]] = {}  # hostname -> (when, attempt)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = BackgroundThread(self._run, name="events-control")
+        self._stop = self._worker.stopping
         self._failing = False
 
     # -- called from the consumer thread; never blocks -------------------------------------------
@@ -154,15 +154,10 @@ class WorkerControl:
                 log.info("worker %s did not tell its queues: they are learned from its tasks", hostname)
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="events-control", daemon=True)
-            self._thread.start()
+        self._worker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._worker.stop()
         self.app.close()
 
 
