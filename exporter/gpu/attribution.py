@@ -11,33 +11,17 @@ import json
 import os
 
 from exporter.gpu.celery_hook import process_key
+from exporter.labels import OTHER, LabelCap
 
-OTHER = "other"
-
-
-class BoundedLabel:
-    """At most ``limit`` distinct values; later new ones become ``"other"``, so a flood of task names
-    (or a misbehaving worker) cannot grow the series count without bound."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.seen: set[str] = set()
-
-    def __call__(self, value: str) -> str:
-        if value in self.seen:
-            return value
-        if len(self.seen) >= self.limit:
-            return OTHER
-        self.seen.add(value)
-        return value
+__all__ = ["OTHER", "TaskAttributor"]
 
 
 class TaskAttributor:
     def __init__(self, task_dir: str, max_task_names: int, proc: str = "/proc") -> None:
         self.task_dir = task_dir
         self.proc = proc
-        self.tasks = BoundedLabel(max_task_names)
-        self.queues = BoundedLabel(max_task_names)
+        self.tasks = LabelCap(max_task_names)
+        self.queues = LabelCap(max_task_names)
 
     def lookup(self, host_pid: int) -> tuple[str, str] | None:
         """(queue, task) the process is running now, or None (not a Celery worker, idle, or not visible)."""

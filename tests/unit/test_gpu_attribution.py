@@ -9,8 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from exporter.gpu import celery_hook
-from exporter.gpu.attribution import OTHER, BoundedLabel, TaskAttributor
+from exporter.gpu.attribution import OTHER, TaskAttributor
 from exporter.gpu.celery_hook import process_key
+from exporter.labels import LabelCap
 
 
 def fake_proc(root: Path, pid: int, nspids: str, starttime: int, comm: str = "celery) worker (x") -> None:
@@ -70,5 +71,5 @@ def test_a_file_left_by_a_dead_process_matches_nothing(tmp_path: Path) -> None:
 
 
 def test_label_values_are_capped() -> None:
-    label = BoundedLabel(2)
+    label = LabelCap(2)
     assert [label(v) for v in ["a", "b", "c", "a", "d", "b"]] == ["a", "b", OTHER, "a", OTHER, "b"]
