@@ -49,6 +49,7 @@ from tests.support.services import CeleryWorker, claimed_redis_db, free_port, wa
 from tests.support.standins import ApiStandin, HpaStandin  # noqa: E402
 
 VARIABLES = {"namespace": NAMESPACE, "queue": ".*", "hpa": "lensing-celery-worker-hpa", "hpa_target": "10"}
+LINESTYLES = ["-", "--", ":", "-."]
 UNIT_LABELS = {"percentunit": "ratio", "short": "", "none": "", "reqps": "req/s", "ops": "per s", "x": "x budget"}
 
 
@@ -56,7 +57,7 @@ def workload(producer: Celery, seconds: float) -> None:
     """Bursts of analyses of different lengths, a bulk queue, and a queue nobody serves."""
     start = time.monotonic()
     plan = [(0, "analyses", 14, 2.0), (8, "orphan", 3, 1.0), (20, "bulk", 10, 1.0), (30, "bulk", 2, -1)]
-    plan += [(35, "analyses", 20, 1.5), (45, "bulk", 3, -1), (55, "bulk", 12, 0.5), (65, "analyses", 8, 3.0)]
+    plan += [(35, "analyses", 40, 0.8), (45, "bulk", 3, -1), (55, "bulk", 12, 0.5), (65, "analyses", 8, 3.0)]
     for at, queue, count, length in plan:
         if at > seconds:
             break
@@ -101,7 +102,8 @@ def draw_panel(ax: Any, panel: dict[str, Any], prometheus: Prometheus, start: fl
             if panel["type"] == "stat":
                 ax.text(0.5, 0.8 - 0.2 * drawn, f"{label}: {ys[-1]:.4g}", ha="center", va="center", fontsize=11)
             else:
-                ax.plot(xs, ys, label=label, linewidth=1.2)
+                # series that coincide (both cards busy at once, equal burn-rate windows) stay visible
+                ax.plot(xs, ys, label=label, linewidth=1.2, linestyle=LINESTYLES[drawn % len(LINESTYLES)])
             drawn += 1
     if panel["type"] == "stat" or not drawn:
         ax.set_xticks([])

@@ -302,12 +302,12 @@ def gpu_exporter(argv: list[str]) -> int:
     real_build = exporter.gpu.build_source
 
     def build_source(args: argparse.Namespace, nvml: Any = None) -> Any:
-        source = real_build(args, nvml=fake)
+        source: Any = real_build(args, nvml=fake)
         if source is not None:
             source.sampler.allocations = kubelet
         return source
 
-    exporter.gpu.build_source = build_source  # type: ignore[assignment]
+    exporter.gpu.build_source = build_source
     stop = threading.Event()
     threading.Thread(target=_drive, args=(fake.gpus, pids, own.task_dir, stop), daemon=True).start()
     try:
