@@ -76,6 +76,20 @@ def legend(fmt: str, labels: dict[str, str]) -> str:
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), fmt)
 
 
+def with_gaps(values: list[tuple[float, str]], start: float, step: float = 1.0) -> tuple[list[float], list[float]]:
+    """Seconds since ``start`` and values, with a NaN where steps are missing (Grafana leaves a gap there)."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for t, v in values:
+        x = float(t) - start
+        if xs and x - xs[-1] > 1.5 * step:
+            xs.append(xs[-1] + step)
+            ys.append(float("nan"))
+        xs.append(x)
+        ys.append(float(v))
+    return xs, ys
+
+
 def no_data_reason(names: set[str]) -> str:
     for name in sorted(names):
         if name in NO_SERIES_WITHOUT_FAULTS:
@@ -96,8 +110,7 @@ def draw_panel(ax: Any, panel: dict[str, Any], prometheus: Prometheus, start: fl
         if not found:
             missing.append(no_data_reason(names))
         for series in found:
-            xs = [float(t) - start for t, _ in series["values"]]
-            ys = [float(v) for _, v in series["values"]]
+            xs, ys = with_gaps(series["values"], start)
             label = legend(target.get("legendFormat", ""), series["metric"])
             if panel["type"] == "stat":
                 ax.text(0.5, 0.8 - 0.2 * drawn, f"{label}: {ys[-1]:.4g}", ha="center", va="center", fontsize=11)
