@@ -168,7 +168,14 @@ class Alertmanager(Process):
 class Prometheus(Process):
     """Scrapes the exporter every second and evaluates the given rule files every second."""
 
-    def __init__(self, workdir: Path, exporter_port: int, rule_files: list[Path], alertmanager_port: int) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        exporter_port: int,
+        rule_files: list[Path],
+        alertmanager_port: int,
+        extra_scrapes: list[dict[str, Any]] | None = None,
+    ) -> None:
         config = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(p) for p in rule_files],
@@ -177,7 +184,8 @@ class Prometheus(Process):
                 {
                     "job_name": EXPORTER_JOB,
                     "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"], "labels": {"namespace": NAMESPACE}}],
-                }
+                },
+                *(extra_scrapes or []),
             ],
         }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -219,8 +227,14 @@ def rules_with_short_for(source: Path, target: Path, alerts: dict[str, str]) -> 
 
 
 @contextlib.contextmanager
-def monitoring_stack(broker_url: str, queues: list[str], short_for: dict[str, str]) -> Iterator[dict[str, Any]]:
-    """Exporter, Prometheus (with the project's rules, `for` shortened as asked), Alertmanager and webhook."""
+def monitoring_stack(
+    broker_url: str,
+    queues: list[str],
+    short_for: dict[str, str],
+    extra_scrapes: list[dict[str, Any]] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Exporter, Prometheus (with the project's rules, `for` shortened as asked), Alertmanager and webhook;
+    ``extra_scrapes``: more Prometheus scrape configs (the render script's other sources)."""
     workdir = Path(tempfile.mkdtemp(prefix="lm-promstack-"))
     started: list[Process | Webhook] = []
     try:
@@ -234,7 +248,7 @@ def monitoring_stack(broker_url: str, queues: list[str], short_for: dict[str, st
         started.append(alertmanager)
         exporter = Exporter(workdir, broker_url, queues)
         started.append(exporter)
-        prometheus = Prometheus(workdir, exporter.port, rules, alertmanager.port)
+        prometheus = Prometheus(workdir, exporter.port, rules, alertmanager.port, extra_scrapes)
         started.append(prometheus)
         yield {
             "webhook": webhook,
