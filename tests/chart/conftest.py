@@ -19,10 +19,6 @@ from typing import Any
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "lensing-metrics"
@@ -159,25 +155,9 @@ RULES_REWRITE = [
 
 def make_test_ca() -> tuple[str, str]:
     """A throwaway CA (PEM cert, base64 of it) for tls.mode=existingSecret."""
-    import datetime
+    from adapter.pki import CertificateAuthority
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-ca")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    pem = cert.public_bytes(Encoding.PEM).decode()
+    pem = CertificateAuthority("test-ca", days=1).cert_pem.decode()
     return pem, base64.b64encode(pem.encode()).decode()
 
 
