@@ -32,6 +32,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from lensing_metrics.localredis import start_redis_server
+from lensing_metrics.sample_worker import start_sample_worker
 
 QUEUES = ("analyses", "cpu")
 REPO = Path(__file__).resolve().parents[1]
@@ -188,36 +189,8 @@ class Worker:
 
     def __init__(self, broker_url: str) -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="lm-demo-worker-", suffix=".log", delete=False)  # noqa: SIM115
-        env = {
-            **os.environ,
-            "CELERY_BROKER_URL": broker_url,
-            "LENSING_PREFETCH": "2",
-            "LENSING_ACKS_LATE": "1",
-            "PYTHONPATH": str(REPO),
-        }
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "lensing_metrics.sample_tasks",
-                "worker",
-                "-Q",
-                ",".join(QUEUES),
-                "-c",
-                "2",
-                "--loglevel",
-                "WARNING",
-                "-n",
-                f"demo-{os.getpid()}@%h",
-                "--without-mingle",
-                "--without-gossip",
-            ],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        self.proc = start_sample_worker(
+            broker_url, QUEUES, hostname=f"demo-{os.getpid()}@%h", log=self.log, concurrency=2, prefetch=2
         )
 
     def stop(self) -> None:

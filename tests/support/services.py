@@ -8,7 +8,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -18,6 +17,7 @@ from pathlib import Path
 import redis
 
 from lensing_metrics.localredis import start_redis_server
+from lensing_metrics.sample_worker import start_sample_worker
 
 SYSTEM_REDIS = ("127.0.0.1", 6379)
 SYSTEM_RABBITMQ = ("127.0.0.1", 5672)
@@ -170,37 +170,20 @@ class CeleryWorker:
         extra_args: Sequence[str] = (),
     ) -> None:
         self.hostname = hostname or f"test-{uuid.uuid4().hex[:8]}@%h"
-        env = {
-            **os.environ,
-            "CELERY_BROKER_URL": broker_url,
-            "LENSING_PREFETCH": str(prefetch),
-            "LENSING_ACKS_LATE": "1" if acks_late else "0",
-            "LENSING_TRANSPORT_OPTIONS": transport_options,
-            "PYTHONPATH": str(REPO),
-            **(extra_env or {}),
-        }
-        args = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "lensing_metrics.sample_tasks",
-            "worker",
-            "--loglevel",
-            "WARNING",
-            "-Q",
-            ",".join(queues),
-            "-c",
-            str(concurrency),
-            "-n",
-            self.hostname,
-            "--without-mingle",
-            "--without-gossip",
-            *(["-E"] if events else []),
-            *extra_args,
-        ]
         self.log = tempfile.NamedTemporaryFile(prefix="lm-worker-", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = start_sample_worker(
+            broker_url,
+            queues,
+            hostname=self.hostname,
+            log=self.log,
+            concurrency=concurrency,
+            prefetch=prefetch,
+            acks_late=acks_late,
+            events=events,
+            transport_options=transport_options,
+            extra_env=extra_env,
+            extra_args=extra_args,
+        )
 
     @property
     def pid(self) -> int:
