@@ -294,7 +294,7 @@ def test_worker_hpa_scales_the_existing_deployment_on_the_queue(renders: Renders
 
 def test_worker_hpa_backlog_metric_and_bad_values(tmp_path: Any) -> None:
     ok = helm(
-        "template", RELEASE, str(CHART), "-n", NAMESPACE, "-s", "templates/worker-hpa.yaml",
+        "template", RELEASE, str(CHART), "-n", NAMESPACE, "-s", "templates/autoscaling/worker-hpa.yaml",
         "--set", "workerHPA.enabled=true", "--set", "workerHPA.metric=celery_queue_backlog",
         "--set", "workerHPA.queue=gpu", "--set", "workerHPA.extraSelector.broker=main",
     )  # fmt: skip
@@ -380,7 +380,7 @@ def test_every_value_is_documented() -> None:
 def test_image_digest_wins_over_tag() -> None:
     digest = "sha256:" + "a" * 64
     out = helm(
-        "template", RELEASE, str(CHART), "-s", "templates/exporter-deployment.yaml",
+        "template", RELEASE, str(CHART), "-s", "templates/exporter/deployment.yaml",
         "--set", "image.repository=registry.local/lensing-metrics", "--set", f"image.digest={digest}",
     ).stdout  # fmt: skip
     assert f"image: registry.local/lensing-metrics@{digest}" in out

@@ -124,7 +124,7 @@ def test_generated_certificate_is_kept_across_upgrades(renders: Renders, tmp_pat
     assert api["spec"]["caBundle"] == first["data"]["ca.crt"]
     # without the Secret in the cluster a fresh CA is made
     with fake_apiserver([], tmp_path / "kubeconfig") as kubeconfig:
-        fresh = server_render(kubeconfig, "-s", "templates/adapter-tls.yaml")[0]
+        fresh = server_render(kubeconfig, "-s", "templates/adapter/tls-secret.yaml")[0]
     assert fresh["data"]["ca.crt"] != first["data"]["ca.crt"]
 
 

@@ -294,3 +294,62 @@ Call with (list $ <file content>).
 {{- end }}
 {{- toJson $gvs }}
 {{- end }}
+
+{{/*
+A component's ServiceAccount, when the component is enabled and serviceAccount.create is set.
+Call with (list $ <component>): exporter, gpu or adapter.
+*/}}
+{{- define "lensing-metrics.serviceAccount" -}}
+{{- $ := index . 0 }}
+{{- $component := index . 1 }}
+{{- $values := index $.Values $component }}
+{{- if and $values.enabled $values.serviceAccount.create }}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ include "lensing-metrics.serviceAccountName" (list $ $component) }}
+  namespace: {{ $.Release.Namespace }}
+  labels:
+    {{- include "lensing-metrics.componentLabels" (list $ $component) | nindent 4 }}
+  {{- with $values.serviceAccount.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- /* the adapter calls the API (TokenReview, SubjectAccessReview); the exporters do not */}}
+automountServiceAccountToken: {{ if eq $component "adapter" }}true{{ else }}{{ $values.serviceAccount.automountServiceAccountToken }}{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The NetworkPolicy of a metrics endpoint (exporter or gpu): ingress to its port only, from networkPolicy.metricsFrom.
+Call with (list $ <component>).
+*/}}
+{{- define "lensing-metrics.metricsNetworkPolicy" -}}
+{{- $ := index . 0 }}
+{{- $component := index . 1 }}
+{{- $np := $.Values.networkPolicy }}
+{{- $v := index $.Values $component }}
+{{- if and $np.enabled $v.enabled }}
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ include "lensing-metrics.componentName" (list $ $component) }}
+  namespace: {{ $.Release.Namespace }}
+  labels:
+    {{- include "lensing-metrics.componentLabels" (list $ $component) | nindent 4 }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- include "lensing-metrics.componentSelectorLabels" (list $ $component) | nindent 6 }}
+  policyTypes:
+    - Ingress
+  ingress:
+    - ports:
+        - port: {{ $v.port }}
+          protocol: TCP
+      {{- with $np.metricsFrom }}
+      from:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+{{- end }}
+{{- end }}
