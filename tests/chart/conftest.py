@@ -7,7 +7,6 @@ monitoring objects, promtool checks the rules.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -113,52 +112,38 @@ tests:
             exp_annotations: {summary: "queue celery has 300 waiting"}
 """
 
-FULL_VALUES = [
-    "--api-versions",
-    MONITORING_API,
-    "--set",
-    "workerHPA.enabled=true",
-    "--set",
-    "networkPolicy.enabled=true",
-    "--set",
-    "adapter.customMetrics.enabled=true",
-    "--set",
-    "adapter.customMetrics.prometheusUrl=http://kube-prometheus-stack-prometheus.monitoring.svc:9090",
-    "--set",
-    "apiHPA.enabled=true",
-    "--set",
-    "dashboards.folder=Lensing",
-    "--set",
-    "gpu.runtimeClassName=nvidia",
-    "--set",
-    "adapter.podAntiAffinity=hard",
-    "--set-json",
-    'adapter.config={"brokers": [{"name": "main", "url": "redis://redis:6379/0"}]}',
-]
+CI_VALUES = CHART / "ci"  # the value sets the tests render, one file each (helm lint checks each of them)
 
 
-RUNBOOK_BASE = "https://git.example.org/platform/lensing-metrics/blob/v1.2/docs/runbook.md"
-DASHBOARD_BASE = "https://grafana.lensing.example.org"
-THRESHOLDS = {"queue_backlog_high": 250, "task_failure_ratio": 0.25, "gpu_temperature_celsius": 80}
-QUEUE_BACKLOG_HIGH = {"bulk": 500, "analyses": 40}
-RULES_REWRITE = [
-    "--set",
-    f"monitoring.rules.runbookBaseUrl={RUNBOOK_BASE}",
-    "--set",
-    f"monitoring.rules.dashboardBaseUrl={DASHBOARD_BASE}",
-    "--set-json",
-    f"monitoring.rules.thresholds={json.dumps(THRESHOLDS)}",
-    "--set-json",
-    f"monitoring.rules.queueBacklogHigh={json.dumps(QUEUE_BACKLOG_HIGH)}",
-]
+def ci_values(name: str) -> Path:
+    return CI_VALUES / f"{name}-values.yaml"
 
 
-def make_test_ca() -> tuple[str, str]:
-    """A throwaway CA (PEM cert, base64 of it) for tls.mode=existingSecret."""
-    from adapter.pki import CertificateAuthority
+def ci_value(name: str, *keys: str) -> Any:
+    node: Any = yaml.safe_load(ci_values(name).read_text())
+    for key in keys:
+        node = node[key]
+    return node
 
-    pem = CertificateAuthority("test-ca", days=1).cert_pem.decode()
-    return pem, base64.b64encode(pem.encode()).decode()
+
+_RULES = ci_value("rules-rewrite", "monitoring", "rules")
+RUNBOOK_BASE: str = _RULES["runbookBaseUrl"]
+DASHBOARD_BASE: str = _RULES["dashboardBaseUrl"]
+THRESHOLDS: dict[str, float] = _RULES["thresholds"]
+QUEUE_BACKLOG_HIGH: dict[str, int] = _RULES["queueBacklogHigh"]
+
+# value set -> (its file under ci/, the capabilities it is rendered with)
+VALUE_SET_FILES: dict[str, tuple[str, list[str]]] = {
+    "default": ("default", []),
+    "monitoring-api": ("default", ["--api-versions", MONITORING_API]),
+    "monitoring-forced": ("monitoring-forced", []),
+    "tls-cert-manager": ("tls-cert-manager", ["--api-versions", "cert-manager.io/v1"]),
+    "tls-existing-secret": ("tls-existing-secret", []),
+    "insecure-by-name": ("insecure-by-name", []),
+    "features-off": ("features-off", []),
+    "rules-rewrite": ("rules-rewrite", ["--api-versions", MONITORING_API]),
+    "full": ("full", ["--api-versions", MONITORING_API]),
+}
 
 
 class Renders:
@@ -167,7 +152,7 @@ class Renders:
     def __init__(self, tmp: Path) -> None:
         self._tmp = tmp
         self._cache: dict[str, Render] = {}
-        self.existing_ca_pem, self.existing_ca_b64 = make_test_ca()
+        self.existing_ca_b64: str = ci_value("tls-existing-secret", "adapter", "tls", "caBundle")
 
     def fixture_tree(self) -> tuple[Path, Path]:
         """A copy of the chart whose files/ were synced from a fixture dashboards/ + alerts/ tree."""
@@ -192,27 +177,12 @@ class Renders:
         return self._cache[name]
 
     def _render(self, name: str) -> Render:
-        sets: dict[str, list[str]] = {
-            "default": [],
-            "monitoring-api": ["--api-versions", MONITORING_API],
-            "monitoring-forced": ["--set", "monitoring.force=true"],
-            "tls-cert-manager": ["--api-versions", "cert-manager.io/v1", "--set", "adapter.tls.mode=cert-manager"],
-            "tls-existing-secret": [
-                "--set",
-                "adapter.tls.mode=existingSecret",
-                "--set",
-                "adapter.tls.existingSecret=adapter-serving",
-                "--set",
-                f"adapter.tls.caBundle={self.existing_ca_b64}",
-            ],
-            "insecure-by-name": ["--set", "adapter.apiService.insecureSkipTLSVerify=true"],
-            "features-off": ["--set", "adapter.customMetrics.enabled=false", "--set", "gpu.attribution.enabled=false"],
-            "rules-rewrite": ["--api-versions", MONITORING_API, *RULES_REWRITE],
-        }
+        values, capabilities = VALUE_SET_FILES[name]
+        args = [*capabilities, "-f", str(ci_values(values))]
         if name == "full":
             root, chart = self.fixture_tree()
-            return render(name, chart, root, *FULL_VALUES)
-        return render(name, CHART, ROOT, *sets[name])
+            return render(name, chart, root, *args)
+        return render(name, CHART, ROOT, *args)
 
 
 VALUE_SETS = [
