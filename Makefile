@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
 LINT_PATHS := exporter adapter lensing_metrics tests dashboards $(wildcard benchmarks scripts/*.py)
 
-.PHONY: demo test venv tools lint typecheck unit bench clean chart-files
+.PHONY: demo test venv tools lint typecheck unit bench clean chart-files chart-docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: venv
 ## chart-files: copy dashboards/ and the rule files of alerts/ into the chart (its one source of truth).
 chart-files: venv
 	$(PY) scripts/sync_chart_files.py
+
+## chart-docs: regenerate charts/lensing-metrics/README.md from values.yaml's `# --` comments (helm-docs).
+chart-docs: tools
+	.tools/bin/helm-docs --chart-search-root charts --template-files README.md.gotmpl --output-file README.md
 
 ## test: environment, tools, lint, types, and the whole suite (CI=true turns a skip into a failure).
 test: venv tools lint chart-files

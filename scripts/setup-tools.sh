@@ -42,6 +42,17 @@ if [ ! -f "$TOOLS/node_modules/@kubernetes-models/prometheus-operator/package.js
   (cd "$TOOLS" && npm install --silent --no-audit --no-fund "$PROMOP_MODELS" >/dev/null)
 fi
 
+# --- helm-docs: charts/lensing-metrics/README.md from the `# --` comments of values.yaml (`make chart-docs`;
+# tests/chart fails on drift). Built with the machine's Go into .tools/bin, reusing the Go module cache.
+HELM_DOCS_VERSION="v1.14.2"
+if [ "$(cat "$TOOLS/bin/.helm-docs-version" 2>/dev/null)" != "$HELM_DOCS_VERSION" ] || [ ! -x "$TOOLS/bin/helm-docs" ]; then
+  command -v go >/dev/null 2>&1 || { log "go not found: helm-docs is built with go install"; exit 1; }
+  log "building helm-docs $HELM_DOCS_VERSION"
+  GOBIN="$TOOLS/bin" go install "github.com/norwoodj/helm-docs/cmd/helm-docs@$HELM_DOCS_VERSION"
+  printf '%s\n' "$HELM_DOCS_VERSION" > "$TOOLS/bin/.helm-docs-version"
+fi
+# --- end helm-docs
+
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   log "starting redis-server on 127.0.0.1:6379"
   mkdir -p /var/lib/redis /var/log/redis
