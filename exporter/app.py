@@ -22,7 +22,7 @@ class Exporter:
         self.collectors: list[Collector] = [c for source in self.sources for c in source.collectors()]
         # The registry is for in-process readers (tests, prometheus_client tools); /metrics renders the
         # collectors itself so that pre-rendered queue families are reused (exporter/exposition.py).
-        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry = CollectorRegistry()
         for collector in self.collectors:
             self.registry.register(collector)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -78,11 +79,56 @@ class _ReplaceDefaultAppend(argparse.Action):
         setattr(namespace, seen, True)
 
 
+#: the largest number an option takes: a finite bound, so no interval or count overflows a timer or a buffer
+MAX_NUMBER = 1e9
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"expected a number between -{MAX_NUMBER:g} and {MAX_NUMBER:g}, got {text!r}")
+    return value
+
+
 def positive_float(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    text = text.strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1 (at most {MAX_NUMBER:g}), got {text!r}")
+    return int(text)
+
+
+def ratio(text: str) -> float:
+    """A share from 0 up to (not including) 1."""
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a ratio from 0 up to (not including) 1, got {text!r}")
+    return value
+
+
+def boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def host_port(text: str) -> tuple[str, int]:

@@ -8,8 +8,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from exporter.brokers import BrokerReadError, BrokerSnapshot, QueueReader, redact_url
-from lensing_metrics.background import BackgroundThread
+from lensing_core.background import BackgroundThread
+from lensing_core.brokers import BrokerReadError, BrokerSnapshot, QueueReader, redact_url
 
 log = logging.getLogger(__name__)
 

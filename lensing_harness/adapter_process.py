@@ -4,7 +4,6 @@ worker HPA's decision computed the way the HPA controller computes it."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.client
 import json
@@ -24,11 +23,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from adapter.pki import CertificateAuthority, Issued
 from adapter.quantity import parse_quantity
-from lensing_metrics.demo import free_port
+from lensing_harness import kubeconfig
+from lensing_harness.kubeconfig import b64
+from lensing_harness.ports import free_port
+from lensing_harness.processes import stop_process
 
 #: the platform's worker HPA: External metric, target AverageValue 10, 2..10 replicas
 HPA_TARGET_AVERAGE = 10
@@ -39,29 +39,8 @@ HPA_TOLERANCE = 0.1  # the controller's --horizontal-pod-autoscaler-tolerance de
 
 def write_kubeconfig(path: Path, server: str, server_ca_pem: bytes, client: Issued, user: str = "demo") -> Path:
     """A kubeconfig holding a client certificate (embedded), trusting ``server_ca_pem`` for the server."""
-
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode()
-
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": "adapter", "cluster": {"server": server, "certificate-authority-data": b64(server_ca_pem)}}
-        ],
-        "users": [
-            {
-                "name": user,
-                "user": {"client-certificate-data": b64(client.cert_pem), "client-key-data": b64(client.key_pem)},
-            }
-        ],
-        "contexts": [{"name": "adapter", "context": {"cluster": "adapter", "user": user}}],
-        "current-context": "adapter",
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
+    credentials = {"client-certificate-data": b64(client.cert_pem), "client-key-data": b64(client.key_pem)}
+    return kubeconfig.write_kubeconfig(path, server, credentials, user_name=user, server_ca_pem=server_ca_pem)
 
 
 @dataclass
@@ -94,13 +73,7 @@ class RunningAdapter:
         return context
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

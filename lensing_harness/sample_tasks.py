@@ -2,7 +2,7 @@
 
 Used by `make demo` and by the tests, which start real workers on it:
 
-    CELERY_BROKER_URL=redis://127.0.0.1:6379/0 celery -A lensing_metrics.sample_tasks worker -Q analyses
+    CELERY_BROKER_URL=redis://127.0.0.1:6379/0 celery -A lensing_harness.sample_tasks worker -Q analyses
 
 Settings come from the environment so a test can point a worker at its own broker, key prefix
 or queues: CELERY_BROKER_URL, LENSING_TRANSPORT_OPTIONS (JSON), LENSING_PREFETCH (worker prefetch

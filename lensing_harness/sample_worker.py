@@ -1,4 +1,4 @@
-"""Starts a real `celery worker` on :mod:`lensing_metrics.sample_tasks` (the demo's and the tests' worker)."""
+"""Starts a real `celery worker` on :mod:`lensing_harness.sample_tasks` (the demo's and the tests' worker)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def start_sample_worker(
         "-m",
         "celery",
         "-A",
-        "lensing_metrics.sample_tasks",
+        "lensing_harness.sample_tasks",
         "worker",
         "--loglevel",
         "WARNING",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.events.state import EventState, Labels
+from lensing_core import catalog
+from lensing_sources.events.state import EventState, Labels
 
 
 class EventCollector(Collector):
@@ -18,48 +19,41 @@ class EventCollector(Collector):
     def __init__(self, state: EventState) -> None:
         self.state = state
 
+    def describe(self) -> Iterator[Metric]:
+        return catalog.describe("exporter-events")
+
     def collect(self) -> Iterator[Metric]:
         with self.state.lock:
             snap = self.state.snapshot()
         worker_labels = self.state.config.worker_labels
 
-        up = GaugeMetricFamily("celery_events_up", "1 while the exporter is subscribed to the Celery event stream.")
+        up = catalog.gauge("celery_events_up")
         up.add_metric([], 1.0 if snap.up else 0.0)
         yield up
-        received = CounterMetricFamily("celery_events_received", "Celery events read from the stream.")
+        received = catalog.counter("celery_events_received_total")
         received.add_metric([], snap.received)
         yield received
-        dropped = CounterMetricFamily(
-            "celery_events_dropped", "Events read but not applied, by reason.", labels=["reason"]
-        )
+        dropped = catalog.counter("celery_events_dropped_total")
         for reason, n in sorted(snap.dropped.items()):
             dropped.add_metric([reason], n)
         yield dropped
-        lost = CounterMetricFamily(
-            "celery_events_lost",
-            "Events that were sent but never arrived, as far as heartbeat gaps and task lifecycles show.",
-            labels=["reason"],
-        )
+        lost = catalog.counter("celery_events_lost_total")
         for reason, n in sorted(snap.lost.items()):
             lost.add_metric([reason], n)
         yield lost
-        reconnects = CounterMetricFamily("celery_events_reconnects", "Re-subscriptions after the stream was lost.")
+        reconnects = catalog.counter("celery_events_reconnects_total")
         reconnects.add_metric([], snap.reconnects)
         yield reconnects
 
-        tasks = CounterMetricFamily("celery_tasks", "Task events, by task name and state.", labels=["task", "state"])
+        tasks = catalog.counter("celery_tasks_total")
         for (task, state), n in sorted(snap.tasks_total.items()):
             tasks.add_metric([task, state], n)
         yield tasks
-        for name, doc, data in (
-            ("celery_task_runtime_seconds", "Task run time (succeeded and failed tasks).", snap.runtime),
-            (
-                "celery_task_queue_wait_seconds",
-                "From task-sent (or task-received when the client sends no task-sent) to task-started.",
-                snap.queue_wait,
-            ),
+        for name, data in (
+            ("celery_task_runtime_seconds", snap.runtime),
+            ("celery_task_queue_wait_seconds", snap.queue_wait),
         ):
-            histogram = HistogramMetricFamily(name, doc, labels=["task"])
+            histogram = catalog.histogram(name)
             for task, (buckets, total) in sorted(data.items()):
                 histogram.add_metric([task], buckets, total)
             yield histogram
@@ -67,17 +61,17 @@ class EventCollector(Collector):
         if not snap.gauges:
             return
         labels = ["queue", "worker"] if worker_labels else ["queue"]
-        for name, doc, values in (
-            ("active_analyses", "Analysis tasks started and not yet finished, on live workers.", snap.active),
-            ("celery_workers", "Live workers consuming from the queue.", snap.workers),
-            ("celery_worker_slots", "Pool processes of the live workers of the queue.", snap.slots),
-            ("celery_worker_slots_busy", "Pool processes running a task, from heartbeats.", snap.busy),
+        for name, values in (
+            ("active_analyses", snap.active),
+            ("celery_workers", snap.workers),
+            ("celery_worker_slots", snap.slots),
+            ("celery_worker_slots_busy", snap.busy),
         ):
-            yield _gauge(name, doc, labels, values)
+            yield _gauge(name, labels, values)
 
 
-def _gauge(name: str, doc: str, labels: list[str], values: dict[Labels, int]) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, doc, labels=labels)
+def _gauge(name: str, labels: list[str], values: dict[Labels, int]) -> GaugeMetricFamily:
+    family = catalog.gauge(name, labels)
     for key, value in sorted(values.items()):
         family.add_metric(list(key), value)
     return family

@@ -13,7 +13,7 @@ from typing import Protocol
 from prometheus_client.registry import Collector
 
 from exporter.collectors.queues import QueueCollector
-from exporter.poller import BrokerPoller
+from lensing_core.poller import BrokerPoller
 
 
 class Source(Protocol):

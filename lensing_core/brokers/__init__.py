@@ -9,14 +9,14 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from exporter.brokers.base import (
+from lensing_core.brokers.base import (
     BrokerConfigError,
     BrokerReadError,
     BrokerSnapshot,
     QueueDepth,
     QueueReader,
 )
-from exporter.brokers.options import parse_transport_options
+from lensing_core.brokers.options import parse_transport_options
 
 __all__ = [
     "SCHEMES",
@@ -73,18 +73,30 @@ def redact_url(url: str) -> str:
     return ";".join(out)
 
 
+def open_redis(url: str, option_items: Iterable[str] = ()) -> tuple[Any, str, dict[str, Any]]:
+    """A Redis client for a redis://, rediss:// or sentinel:// broker URL, its ``global_keyprefix`` and the
+    parsed transport options. Raises BrokerConfigError for anything unusable; connects lazily."""
+    family = transport_of(url)
+    if family != "redis":
+        raise BrokerConfigError(f"broker URL {redact_url(url)!r} is not a Redis broker")
+    from lensing_core.brokers.redis import open_redis_client
+
+    options = parse_transport_options(option_items, family)
+    return open_redis_client(url, options), options.get("global_keyprefix", ""), options
+
+
 def open_reader(url: str, option_items: Iterable[str] = (), queues: Iterable[str] = (), **kwargs: Any) -> QueueReader:
     """Build the reader for ``url``. Raises BrokerConfigError for anything unusable; connects lazily."""
     family = transport_of(url)
     options = parse_transport_options(option_items, family)
     if family == "redis":
-        from exporter.brokers.redis import open_redis_reader
+        from lensing_core.brokers.redis import open_redis_reader
 
         return open_redis_reader(url, options, queues, **kwargs)
     if family == "amqp":
-        from exporter.brokers.amqp import open_amqp_reader
+        from lensing_core.brokers.amqp import open_amqp_reader
 
         return open_amqp_reader(url, options, queues)
-    from exporter.brokers.sqs import open_sqs_reader
+    from lensing_core.brokers.sqs import open_sqs_reader
 
     return open_sqs_reader(url, options, queues)

@@ -23,7 +23,7 @@ from urllib.parse import quote, unquote, urlsplit
 import amqp
 import amqp.exceptions
 
-from exporter.brokers.base import (
+from lensing_core.brokers.base import (
     DEFAULT_EXCLUDED_QUEUES,
     BrokerConfigError,
     BrokerReadError,

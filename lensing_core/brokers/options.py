@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from exporter.brokers.base import BrokerConfigError
+from lensing_core.brokers.base import BrokerConfigError
 
 log = logging.getLogger(__name__)
 

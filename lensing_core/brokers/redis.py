@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import redis
 import redis.sentinel
 
-from exporter.brokers.base import (
+from lensing_core.brokers.base import (
     DEFAULT_EXCLUDED_QUEUES,
     BrokerConfigError,
     BrokerReadError,
@@ -315,22 +315,26 @@ def _sentinel_client(url: str, options: Mapping[str, Any], timeouts: dict[str, f
     return sentinel.master_for(master_name, db=db, password=password, **timeouts)
 
 
-def open_redis_reader(
-    url: str, options: Mapping[str, Any], queues: Iterable[str], **reader_kwargs: Any
-) -> RedisQueueReader:
+def open_redis_client(url: str, options: Mapping[str, Any]) -> redis.Redis:
+    """The one way to reach a Celery Redis broker (URL, TLS, sentinel, timeouts): the queue reader and the
+    event stream both connect through it."""
     timeouts = {
         "socket_timeout": float(options.get("socket_timeout", 5.0)),
         "socket_connect_timeout": float(options.get("socket_connect_timeout", 3.0)),
     }
     if url.startswith("sentinel://"):
-        client = _sentinel_client(url, options, timeouts)
-    else:
-        parsed = urlsplit(url)
-        if parsed.path.strip("/") and not parsed.path.strip("/").isdigit():
-            raise BrokerConfigError(f"broker URL {url!r}: the path must be a database number such as /0")
-        client = redis.Redis.from_url(_redis_url_with_ssl_defaults(url), **timeouts)
+        return _sentinel_client(url, options, timeouts)
+    parsed = urlsplit(url)
+    if parsed.path.strip("/") and not parsed.path.strip("/").isdigit():
+        raise BrokerConfigError(f"broker URL {url!r}: the path must be a database number such as /0")
+    return redis.Redis.from_url(_redis_url_with_ssl_defaults(url), **timeouts)
+
+
+def open_redis_reader(
+    url: str, options: Mapping[str, Any], queues: Iterable[str], **reader_kwargs: Any
+) -> RedisQueueReader:
     return RedisQueueReader(
-        client,
+        open_redis_client(url, options),
         queues,
         global_keyprefix=options.get("global_keyprefix", ""),
         sep=options.get("sep", KOMBU_SEP),

@@ -18,7 +18,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from exporter.brokers.base import BrokerConfigError, BrokerReadError, BrokerSnapshot, QueueDepth, QueueReader
+from lensing_core.brokers.base import BrokerConfigError, BrokerReadError, BrokerSnapshot, QueueDepth, QueueReader
 
 ATTRIBUTES = [
     "ApproximateNumberOfMessages",

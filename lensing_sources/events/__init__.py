@@ -2,7 +2,7 @@
 
 ``consumer`` reads the stream (``stream``: Redis pub/sub or RabbitMQ) into ``state`` (bounded, with
 expiry); ``control`` asks workers for their queues and pool size and to send events; ``collector``
-yields the families from a snapshot of the state.
+(exporter.collectors.events, in the exporter) yields the families from a snapshot of the state.
 """
 
 from __future__ import annotations
@@ -12,17 +12,13 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client.registry import Collector
-
-from exporter.brokers import BrokerConfigError, open_reader, transport_of
-from exporter.brokers.options import parse_transport_options
-from exporter.events.collector import EventCollector
-from exporter.events.consumer import EventConsumer
-from exporter.events.control import WorkerControl
-from exporter.events.options import add_arguments as _add_arguments
-from exporter.events.options import state_config
-from exporter.events.state import ActiveTask, EventState
-from exporter.events.stream import AmqpEventStream, EventStream, RedisEventStream
+from lensing_core.brokers import BrokerConfigError, open_redis, transport_of
+from lensing_sources.events.consumer import EventConsumer
+from lensing_sources.events.control import WorkerControl
+from lensing_sources.events.options import add_arguments as _add_arguments
+from lensing_sources.events.options import state_config
+from lensing_sources.events.state import ActiveTask, EventState
+from lensing_sources.events.stream import AmqpEventStream, EventStream, RedisEventStream
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +43,6 @@ class EventSource:
         if self.control is not None:
             self.control.stop()
 
-    def collectors(self) -> Iterable[Collector]:
-        return [EventCollector(self.state)]
-
     def readiness(self) -> None:
         # The queue depth the HPA needs does not depend on events: an event stream that is down
         # shows in celery_events_up, it does not take the exporter out of its Service.
@@ -65,12 +58,8 @@ def open_stream(broker_url: str, transport_options: Iterable[str]) -> tuple[Even
     """The event stream of the broker, and the transport options Celery's control client needs."""
     family = transport_of(broker_url)
     if family == "redis":
-        from exporter.brokers.redis import RedisQueueReader
-
-        items = list(transport_options)
-        reader = open_reader(broker_url, items)  # one way to reach Redis: URL, TLS, sentinel, timeouts
-        assert isinstance(reader, RedisQueueReader)
-        return RedisEventStream(reader.client, reader.prefix), parse_transport_options(items, "redis")
+        client, prefix, options = open_redis(broker_url, transport_options)
+        return RedisEventStream(client, prefix), options
     if family == "amqp":
         return AmqpEventStream(broker_url), {}
     raise BrokerConfigError(f"Celery events are not available on {family}: run with --no-events")

@@ -8,10 +8,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from exporter.events.decode import DropMessage
-from exporter.events.state import EventState
-from exporter.events.stream import EventStream, StreamError
-from lensing_metrics.background import BackgroundThread
+from lensing_core.background import BackgroundThread
+from lensing_sources.events.decode import DropMessage
+from lensing_sources.events.state import EventState
+from lensing_sources.events.stream import EventStream, StreamError
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from exporter.events.state import ActiveTask
-from lensing_metrics.background import BackgroundThread
+from lensing_core.background import BackgroundThread
+from lensing_sources.events.state import ActiveTask
 
 log = logging.getLogger(__name__)
 

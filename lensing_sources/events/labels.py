@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable
 
-from exporter.labels import OTHER, LabelCap
+from lensing_core.labels import OTHER, LabelCap
 
 __all__ = ["OTHER", "UNKNOWN", "LabelCap", "TaskMatcher"]
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.events.labels import UNKNOWN, LabelCap, TaskMatcher
+from lensing_sources.events.labels import UNKNOWN, LabelCap, TaskMatcher
 
 log = logging.getLogger(__name__)
 

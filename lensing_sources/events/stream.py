@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import redis
 
-from exporter.events.decode import decode_body, decode_kombu_envelope
+from lensing_sources.events.decode import decode_body, decode_kombu_envelope
 
 EVENT_EXCHANGE = "celeryev"
 #: messages read per call of ``read`` at most, so the state lock is never held for long

@@ -2,24 +2,22 @@
 
 Modules: ``nvml`` (the one NVML session), ``device`` (one read of one card), ``busy`` (busy and idle
 seconds from NVML's sample buffer), ``xid`` (XID event thread), ``attribution`` + ``celery_hook``
-(GPU process -> Celery task), ``sampler`` (background cycle, snapshots), ``collector`` (families).
-Kept free of heavy imports: workers import ``exporter.gpu.celery_hook`` through this package.
+(GPU process -> Celery task), ``sampler`` (background cycle, snapshots); the exporter's
+``exporter.collectors.gpu`` builds the families.
+Kept free of heavy imports: workers import ``exporter.gpu.celery_hook`` (which re-exports
+``lensing_sources.gpu.celery_hook``) through this package.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from lensing_metrics.options import add_option, positive_float
+from lensing_core.options import add_option, positive_float, positive_int, ratio
 
 if TYPE_CHECKING:
-    from prometheus_client.registry import Collector
-
-    from exporter.gpu.sampler import GpuSampler
-    from exporter.sources import Source
+    from lensing_sources.gpu.sampler import GpuSampler
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +29,6 @@ def _gpu_mode(text: str) -> str:
     if mode not in GPU_MODES:
         raise argparse.ArgumentTypeError(f"expected one of {', '.join(GPU_MODES)}, got {text!r}")
     return mode
-
-
-def _ratio(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be a ratio from 0 up to (not including) 1, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text!r}")
-    return int(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(
         parser,
         "--gpu-idle-threshold",
-        type=_ratio,
+        type=ratio,
         default=0.05,
         metavar="RATIO",
         env="LENSING_GPU_IDLE_THRESHOLD",
@@ -92,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(
         parser,
         "--gpu-max-task-names",
-        type=_positive_int,
+        type=positive_int,
         default=200,
         metavar="N",
         env="LENSING_GPU_MAX_TASK_NAMES",
@@ -110,7 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class GpuSource:
-    """The GPU sampler and its collector. It never decides readiness: a node without a GPU is healthy."""
+    """The GPU sampler (the exporter adds its collector). It never decides readiness: a node without a GPU
+    is healthy."""
 
     name = "gpu"
 
@@ -123,23 +109,18 @@ class GpuSource:
     def stop(self) -> None:
         self.sampler.stop()
 
-    def collectors(self) -> Iterable[Collector]:
-        from exporter.gpu.collector import GpuCollector
-
-        return [GpuCollector(self.sampler)]
-
     def readiness(self) -> None:
         return None
 
 
-def build_source(args: argparse.Namespace, nvml: Any = None) -> Source | None:
+def build_source(args: argparse.Namespace, nvml: Any = None) -> GpuSource | None:
     """The GPU sampler source, or None when --gpu is off, or auto and NVML is absent.
 
     ``nvml`` replaces the ``pynvml`` module (the tests pass a fake NVML)."""
-    from exporter.gpu.attribution import TaskAttributor
-    from exporter.gpu.nvml import ABSENT_REASONS, load_pynvml
-    from exporter.gpu.podresources import DEFAULT_SOCKET, open_client
-    from exporter.gpu.sampler import GpuSampler
+    from lensing_sources.gpu.attribution import TaskAttributor
+    from lensing_sources.gpu.nvml import ABSENT_REASONS, load_pynvml
+    from lensing_sources.gpu.podresources import DEFAULT_SOCKET, open_client
+    from lensing_sources.gpu.sampler import GpuSampler
 
     mode = getattr(args, "gpu", "auto") or "auto"
     if mode == "off":

@@ -1,6 +1,6 @@
 """GPU processes (host PIDs from NVML) -> the Celery queue and task each one is running.
 
-Reads what :mod:`exporter.gpu.celery_hook` writes in the workers: one file per pool process that is
+Reads what :mod:`lensing_sources.gpu.celery_hook` writes in the workers: one file per pool process that is
 running a task, named by the process's ``<namespace pid>-<start time>`` key. Only the files of the PIDs
 NVML lists are opened: the cost is two /proc reads and one small file per GPU process per cycle.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 
-from exporter.gpu.celery_hook import process_key
-from exporter.labels import OTHER, LabelCap
+from lensing_core.labels import OTHER, LabelCap
+from lensing_sources.gpu.celery_hook import process_key
 
 __all__ = ["OTHER", "TaskAttributor"]
 

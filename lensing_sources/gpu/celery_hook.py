@@ -1,6 +1,6 @@
 """Imported by a Celery worker: publishes which task each pool process is running, for GPU attribution.
 
-Load it in the worker with ``celery -A app worker --include exporter.gpu.celery_hook`` (or import it
+Load it in the worker with ``celery -A app worker --include lensing_sources.gpu.celery_hook`` (or import it
 from the app module). On ``task_prerun`` the pool process writes one small file,
 ``$LENSING_GPU_TASK_DIR/<pid>-<starttime>.json`` = ``{"queue": ..., "task": ...}``; on ``task_postrun``
 it removes it. The exporter opens only the files of the PIDs NVML reports on a GPU.

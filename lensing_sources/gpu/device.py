@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.gpu.nvml import FIELD_REASONS, Device, error_reason
+from lensing_sources.gpu.nvml import FIELD_REASONS, Device, error_reason
 
 log = logging.getLogger(__name__)
 

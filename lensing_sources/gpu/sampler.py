@@ -15,12 +15,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.gpu.attribution import TaskAttributor
-from exporter.gpu.busy import UtilizationIntegrator
-from exporter.gpu.device import DeviceReader
-from exporter.gpu.nvml import Device, NvmlSession, error_reason
-from exporter.gpu.xid import XidWatcher
-from lensing_metrics.background import BackgroundThread
+from lensing_core.background import BackgroundThread
+from lensing_sources.gpu.attribution import TaskAttributor
+from lensing_sources.gpu.busy import UtilizationIntegrator
+from lensing_sources.gpu.device import DeviceReader
+from lensing_sources.gpu.nvml import Device, NvmlSession, error_reason
+from lensing_sources.gpu.xid import XidWatcher
 
 log = logging.getLogger(__name__)
 

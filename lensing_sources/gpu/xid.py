@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from typing import Any
 
-from exporter.gpu.nvml import Device, error_reason
+from lensing_sources.gpu.nvml import Device, error_reason
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Compatibility: the GPU source lives in lensing_sources.gpu; ``exporter.gpu.celery_hook`` stays importable."""
