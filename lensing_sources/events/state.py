@@ -11,7 +11,6 @@ snapshots, both holding :attr:`EventState.lock`.
 from __future__ import annotations
 
 import bisect
-import fnmatch
 import logging
 import threading
 import time
@@ -20,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lensing_core.brokers.base import DEFAULT_EXCLUDED_QUEUES, is_excluded
 from lensing_sources.events.labels import UNKNOWN, LabelCap, TaskMatcher
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ TASK_STATES = ("sent", "received", "started", "succeeded", "failed", "retried", 
 #: states after which the task no longer runs (a retried task runs again under the same id later)
 _ENDS = frozenset({"succeeded", "failed", "retried", "revoked", "rejected", "cancelled"})
 #: queues that are never work queues: remote control, event and per-worker direct queues
-EXCLUDED_QUEUES = ("*.pidbox", "celeryev.*", "*.reply.celery.pidbox", "*.dq", "*.dq2")
+EXCLUDED_QUEUES = (*DEFAULT_EXCLUDED_QUEUES, "*.dq", "*.dq2")
 MAX_QUEUE_NAMES = 100
 MAX_WORKERS = 10_000
 MAX_RUNNING_PER_WORKER = 10_000
@@ -265,7 +265,7 @@ class EventState:
         return label
 
     def _queue_label(self, queue: Any) -> str | None:
-        if not isinstance(queue, str) or not queue or any(fnmatch.fnmatchcase(queue, p) for p in EXCLUDED_QUEUES):
+        if not isinstance(queue, str) or not queue or is_excluded(queue, EXCLUDED_QUEUES):
             return None
         return self.queue_names(queue)
 
