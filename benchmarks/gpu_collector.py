@@ -90,7 +90,7 @@ def main() -> None:
         now = feed(fake, 1_700_000_000_000_000)
         sampler.sample_once()  # first cycle: opens nothing new, sets the sample starting points
         cycle, raw, scrape = [], [], []
-        registry = CollectorRegistry(auto_describe=False)
+        registry = CollectorRegistry()
         registry.register(GpuCollector(sampler))
         for _ in range(args.cycles):
             last = now
@@ -128,7 +128,7 @@ def main() -> None:
 
         # CPU share: the sampler thread at its default interval, a scrape every 15 s
         fake, sampler = setup(args.gpus, task_dir)
-        registry = CollectorRegistry(auto_describe=False)
+        registry = CollectorRegistry()
         registry.register(GpuCollector(sampler))
         now = feed(fake, 1_700_000_000_000_000)
         sampler.start()
