@@ -89,7 +89,7 @@ def _number(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(value) or abs(value) > MAX_NUMBER:
-        raise argparse.ArgumentTypeError(f"expected a number between -{MAX_NUMBER:g} and {MAX_NUMBER:g}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a finite number no larger than {MAX_NUMBER:g}, got {text!r}")
     return value
 
 
