@@ -11,9 +11,13 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY lensing_core/ lensing_core/
+COPY lensing_sources/ lensing_sources/
 COPY lensing_metrics/ lensing_metrics/
 COPY exporter/ exporter/
 COPY adapter/ adapter/
+# the demo and its harness (`python -m lensing_metrics.demo`); the exporter and adapter never import it
+COPY lensing_harness/ lensing_harness/
 # gpu-pods (grpcio): pod labels on the GPU series from the kubelet's pod-resources socket.
 # DL3013: this installs the project itself (with an extra); its dependencies are bounded in pyproject.toml.
 # Byte-compile at build time: the running container cannot write next to the sources.

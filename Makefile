@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-LINT_PATHS := exporter adapter lensing_metrics tests dashboards $(wildcard benchmarks scripts/*.py)
+LINT_PATHS := lensing_core lensing_sources exporter adapter lensing_metrics lensing_harness tests dashboards $(wildcard benchmarks scripts/*.py)
 
 .PHONY: demo test venv tools lint typecheck unit bench clean chart-files chart-docs
 
@@ -34,6 +34,7 @@ lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 ## chart-files: copy dashboards/ and the rule files of alerts/ into the chart (its one source of truth).
 chart-files: venv

@@ -24,10 +24,10 @@ from adapter.kubeapi import KubeAPIError, KubeClient, KubeConfigError, in_cluste
 from adapter.metrics import AdapterStats
 from adapter.server import AdapterServer
 from adapter.tls import ReloadingServerContext, TLSConfigError, serving_files
-from exporter.brokers import BrokerConfigError
-from exporter.cli import add_broker_arguments, add_logging_arguments
-from lensing_metrics.logsetup import configure_logging
-from lensing_metrics.options import add_option, positive_float
+from lensing_core.brokers import BrokerConfigError
+from lensing_core.cli_args import add_broker_arguments, add_logging_arguments
+from lensing_core.logsetup import configure_logging
+from lensing_core.options import add_option, positive_float
 
 log = logging.getLogger("adapter")
 

@@ -21,7 +21,7 @@ from adapter.kubeapi import KubeClient, in_cluster, load_kubeconfig
 from adapter.pods import KubePodLister
 from adapter.prom_external import ExternalWithPromQL, PromExternalMetrics
 from adapter.prometheus import PrometheusClient
-from lensing_metrics.options import add_option, positive_float
+from lensing_core.options import add_option, non_negative_float, positive_float, positive_int
 
 log = logging.getLogger("adapter.custom")
 
@@ -32,19 +32,6 @@ def http_url(text: str) -> str:
             f"expected an http:// or https:// URL such as http://prometheus:9090, got {text!r}"
         )
     return text
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return int(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

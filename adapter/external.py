@@ -21,8 +21,8 @@ from adapter.api import ApiError, ApiRequest, APIResource, bad_request, go_json,
 from adapter.config import ANY_NAMESPACE, BrokerConfig
 from adapter.quantity import format_quantity
 from adapter.selectors import Selector, SelectorError, parse_selector
-from exporter.brokers import BrokerSnapshot, QueueDepth, open_reader
-from exporter.poller import BrokerPoller
+from lensing_core.brokers import BrokerSnapshot, QueueDepth, open_reader
+from lensing_core.poller import BrokerPoller
 
 GROUP = "external.metrics.k8s.io"
 VERSION = "v1beta1"

@@ -31,6 +31,7 @@ from adapter.api import (
 from adapter.authn import Authenticator
 from adapter.authz import AuthorizationUnavailable, Authorizer, forbidden_message
 from adapter.metrics import AdapterStats, StatsCollector
+from lensing_core.net import serve_until
 
 log = logging.getLogger(__name__)
 
@@ -180,14 +181,16 @@ class AdapterServer:
 
     async def serve(self, host: str, port: int, ssl_context: ssl.SSLContext, stop: asyncio.Event) -> None:
         runner = web.ServerRunner(self.web_server(), handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
-        await site.start()
-        self.start_providers()
-        log.info("adapter listening on https://%s:%d", host, port)
-        try:
-            await stop.wait()
-        finally:
-            log.info("adapter stopping")
-            await runner.cleanup()
-            await asyncio.to_thread(self.stop_providers)
+        await serve_until(
+            runner,
+            host,
+            port,
+            stop,
+            name="adapter",
+            url=f"https://{host}:{port}",
+            log=log,
+            start=self.start_providers,
+            shutdown=self.stop_providers,
+            ssl_context=ssl_context,
+            backlog=1024,
+        )

@@ -29,9 +29,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from adapter.demo_support import RunningAdapter, start_adapter, value_path  # noqa: E402
-from lensing_metrics.demo import free_port, wait_port  # noqa: E402
-from lensing_metrics.localredis import start_redis_server  # noqa: E402
+from lensing_harness.adapter_process import RunningAdapter, start_adapter, value_path  # noqa: E402
+from lensing_harness.localredis import start_redis_server  # noqa: E402
+from lensing_harness.ports import free_port, wait_port  # noqa: E402
+from lensing_harness.processes import stop_process  # noqa: E402
 
 SCRAPE_INTERVAL = 15
 
@@ -141,11 +142,7 @@ def main() -> int:
         if adapter is not None:
             adapter.stop()
         for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
         shutil.rmtree(work, ignore_errors=True)
     adapter_times, prom_times = [r[0] for r in rows], [r[1] for r in rows]
     print(

@@ -34,9 +34,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from adapter.demo_support import RunningAdapter, start_adapter, value_path  # noqa: E402
-from lensing_metrics.demo import free_port, wait_port  # noqa: E402
-from lensing_metrics.localredis import start_redis_server  # noqa: E402
+from lensing_harness.adapter_process import RunningAdapter, start_adapter, value_path  # noqa: E402
+from lensing_harness.localredis import start_redis_server  # noqa: E402
+from lensing_harness.ports import free_port, wait_port  # noqa: E402
 
 BARE_SERVER = r"""
 import asyncio, ssl, sys

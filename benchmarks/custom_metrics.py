@@ -31,7 +31,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapter.demo_support import RunningAdapter, start_adapter
+from lensing_harness.adapter_process import RunningAdapter, start_adapter
 from tests.adapter.kube_standin import KubeStandIn
 from tests.support.prometheus import PrometheusServer, RequestCounterServer
 from tests.support.services import claimed_redis_db
@@ -60,7 +60,7 @@ class Phase:
 
 
 class Adapter:
-    """The adapter as its own process (HTTPS; the client certificate of demo_support's kubeconfig user)."""
+    """The adapter as its own process (HTTPS; the client certificate of the harness's kubeconfig user)."""
 
     def __init__(self, workdir: Path, prometheus_url: str, lister_kubeconfig: Path, broker_url: str, cache: float):
         self.workdir = workdir / f"adapter-cache-{cache:g}"

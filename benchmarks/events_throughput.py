@@ -77,7 +77,7 @@ def capture_template(url: str) -> dict[str, Any]:
     if message is None:
         raise SystemExit("could not capture a Celery event message from Redis")
     envelope: dict[str, Any] = json.loads(message["data"])
-    from exporter.events.decode import decode_kombu_envelope
+    from lensing_sources.events.decode import decode_kombu_envelope
 
     [event] = decode_kombu_envelope(message["data"])
     assert event["type"] == "task-started" and event["hostname"] == "celery@capture", event
@@ -174,9 +174,9 @@ def count_messages(tasks: int) -> int:
 
 # -- consumers ------------------------------------------------------------------------------------
 def run_ours(url: str, expected: int, consumed: Any, results: Any, sample_every: int) -> None:
-    from exporter.events import open_stream
-    from exporter.events.consumer import SWEEP_EVERY, TRIM_EVERY, EventConsumer
-    from exporter.events.state import EventState, StateConfig
+    from lensing_sources.events import open_stream
+    from lensing_sources.events.consumer import SWEEP_EVERY, TRIM_EVERY, EventConsumer
+    from lensing_sources.events.state import EventState, StateConfig
 
     stream, _ = open_stream(url, [])
     state = EventState(StateConfig(warmup=0.0))
@@ -288,9 +288,9 @@ def processing_only(template: dict[str, Any], tasks: int) -> dict[str, float]:
     from celery.events.state import State
     from kombu.serialization import loads
 
-    from exporter.events.consumer import EventConsumer
-    from exporter.events.state import EventState, StateConfig
-    from exporter.events.stream import RedisEventStream
+    from lensing_sources.events.consumer import EventConsumer
+    from lensing_sources.events.state import EventState, StateConfig
+    from lensing_sources.events.stream import RedisEventStream
 
     maker = StreamMaker(template)
     payloads = [payload for i in range(tasks) for _rk, payload in maker.task(i)]

@@ -1,7 +1,7 @@
 """Cost of the GPU collector against the fake NVML (tests/support/fake_nvml.py), with a baseline.
 
 Measures, with 8 fake T4s, each with two processes (one of them running a Celery task published by
-exporter.gpu.celery_hook) and ~12 new utilization samples per cycle:
+lensing_sources.gpu.celery_hook) and ~12 new utilization samples per cycle:
 
 - one sampling cycle (``GpuSampler.sample_once``), per GPU: median and p99 of wall time;
 - the baseline in the same run: the same NVML calls made directly on the fake, with nothing done with
@@ -30,10 +30,10 @@ sys.path.insert(0, str(REPO))
 from prometheus_client import generate_latest  # noqa: E402
 from prometheus_client.registry import CollectorRegistry  # noqa: E402
 
-from exporter.gpu.attribution import TaskAttributor  # noqa: E402
-from exporter.gpu.celery_hook import process_key  # noqa: E402
-from exporter.gpu.collector import GpuCollector  # noqa: E402
-from exporter.gpu.sampler import GpuSampler  # noqa: E402
+from exporter.collectors.gpu import GpuCollector  # noqa: E402
+from lensing_sources.gpu.attribution import TaskAttributor  # noqa: E402
+from lensing_sources.gpu.celery_hook import process_key  # noqa: E402
+from lensing_sources.gpu.sampler import GpuSampler  # noqa: E402
 from tests.support.fake_nvml import FakeNvml, tesla_t4  # noqa: E402
 
 PERIOD_US = 166_667  # a T4 samples utilization every 1/6 s
@@ -90,7 +90,7 @@ def main() -> None:
         now = feed(fake, 1_700_000_000_000_000)
         sampler.sample_once()  # first cycle: opens nothing new, sets the sample starting points
         cycle, raw, scrape = [], [], []
-        registry = CollectorRegistry(auto_describe=False)
+        registry = CollectorRegistry()
         registry.register(GpuCollector(sampler))
         for _ in range(args.cycles):
             last = now
@@ -128,7 +128,7 @@ def main() -> None:
 
         # CPU share: the sampler thread at its default interval, a scrape every 15 s
         fake, sampler = setup(args.gpus, task_dir)
-        registry = CollectorRegistry(auto_describe=False)
+        registry = CollectorRegistry()
         registry.register(GpuCollector(sampler))
         now = feed(fake, 1_700_000_000_000_000)
         sampler.start()

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,28 +32,12 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from exporter.brokers import open_reader  # noqa: E402
-from lensing_metrics.localredis import start_redis_server  # noqa: E402
+from lensing_core.brokers import open_reader  # noqa: E402
+from lensing_harness.localredis import start_redis_server  # noqa: E402
+from lensing_harness.ports import free_port, wait_port  # noqa: E402
 
 SEP = "\x06\x16"
 STEPS = (0, 3, 6, 9)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
 
 
 def populate(client: redis.Redis, queues: int, inflight: int, per_level: int) -> None:

@@ -1,6 +1,6 @@
 """Builds the committed dashboards: ``python dashboards/build.py`` writes them, ``--check`` fails on drift.
 
-Queries name only the metrics of ``lensing_metrics/catalog.py`` (and its OUTSIDE_SOURCES) and the
+Queries name only the metrics of ``lensing_core/catalog.py`` (and its OUTSIDE_SOURCES) and the
 recording rules of ``alerts/lensing-metrics.rules.yaml``; ``tests/dashboards`` holds them to that.
 """
 

@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter.http import build_app
 from exporter.sources import Source
+from lensing_core.net import serve_until
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ class Exporter:
         self.collectors: list[Collector] = [c for source in self.sources for c in source.collectors()]
         # The registry is for in-process readers (tests, prometheus_client tools); /metrics renders the
         # collectors itself so that pre-rendered queue families are reused (exporter/exposition.py).
-        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry = CollectorRegistry()
         for collector in self.collectors:
             self.registry.register(collector)
 
@@ -49,17 +50,17 @@ class Exporter:
         """Serve until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None)."""
         stop = stop or _stop_on_signals()
         runner = web.AppRunner(build_app(self.collectors, self.readiness), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        self.start_sources()
-        log.info("exporter listening on http://%s:%d/metrics", host, port)
-        try:
-            await stop.wait()
-        finally:
-            log.info("exporter stopping")
-            await runner.cleanup()
-            await asyncio.to_thread(self.stop_sources)
+        await serve_until(
+            runner,
+            host,
+            port,
+            stop,
+            name="exporter",
+            url=f"http://{host}:{port}/metrics",
+            log=log,
+            start=self.start_sources,
+            shutdown=self.stop_sources,
+        )
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -1,7 +1,7 @@
 """`make demo`: a local broker, a real Celery worker, the exporter, and a live view of queue depth.
 
 With CELERY_BROKER_URL unset it starts everything itself: a private `redis-server` on a free port
-(fakeredis's TCP server where the binary is missing), a Celery worker on lensing_metrics.sample_tasks
+(fakeredis's TCP server where the binary is missing), a Celery worker on lensing_harness.sample_tasks
 (queues `analyses` and `cpu`), a burst of tasks across queues and priorities then a trickle, and the
 exporter on a free port. With CELERY_BROKER_URL set it only runs the exporter against that broker.
 The view is read from the exporter's own /metrics, so it shows what Prometheus would scrape.
@@ -18,7 +18,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,8 +30,10 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from lensing_metrics.localredis import start_redis_server
-from lensing_metrics.sample_worker import start_sample_worker
+from lensing_harness.localredis import start_redis_server
+from lensing_harness.ports import free_port, wait_port
+from lensing_harness.processes import stop_process
+from lensing_harness.sample_worker import start_sample_worker
 
 QUEUES = ("analyses", "cpu")
 REPO = Path(__file__).resolve().parents[1]
@@ -131,21 +132,6 @@ def frame(metrics: Metrics | None, error: str | None, started: float, header: li
 # The pieces it runs
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
-
-
 class LocalRedis:
     """A private redis-server on a free port, or fakeredis's TCP server where the binary is missing."""
 
@@ -172,12 +158,8 @@ class LocalRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        if self.proc is not None:
+            stop_process(self.proc)
         if self.fake is not None:
             self.fake.shutdown()  # type: ignore[attr-defined]
             self.fake.server_close()  # type: ignore[attr-defined]
@@ -194,15 +176,7 @@ class Worker:
         )
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGQUIT)  # cold shutdown: demo tasks need not finish
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_process(self.proc, sig=signal.SIGQUIT, group=True)  # cold shutdown: demo tasks need not finish
         self.log.close()
         with contextlib.suppress(OSError):
             os.unlink(self.log.name)
@@ -297,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refresh", type=float, default=1.0, metavar="SECONDS", help="view refresh (default 1)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    from lensing_metrics.logsetup import configure_logging
+    from lensing_core.logsetup import configure_logging
 
     configure_logging("warning")
     interactive = sys.stdout.isatty()
@@ -307,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             broker_url = os.environ.get("CELERY_BROKER_URL", "")
             header = ["lensing-metrics demo   (Ctrl-C stops)"]
             if broker_url:
-                from exporter.brokers import redact_url
+                from lensing_core.brokers import redact_url
 
                 header.append(f"broker: {redact_url(broker_url)} (from CELERY_BROKER_URL; watching only)")
             else:
@@ -326,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.enter_context(_stopped_on_exit(exporter.stop))
             url = f"http://127.0.0.1:{exporter.port}/metrics"
             header.append(f"exporter: {url}")
-            from adapter.demo_support import AdapterDemo
+            from lensing_harness.adapter_process import AdapterDemo
 
             adapter = AdapterDemo(broker_url)
             stack.enter_context(_stopped_on_exit(adapter.stop))

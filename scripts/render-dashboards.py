@@ -35,7 +35,7 @@ import promql_parser  # noqa: E402
 import psutil  # noqa: E402
 from celery import Celery  # noqa: E402
 
-from adapter.demo_support import start_adapter  # noqa: E402
+from lensing_harness.adapter_process import start_adapter  # noqa: E402
 from tests.support.promql import (  # noqa: E402
     DASHBOARDS,
     NO_SERIES_WITHOUT_FAULTS,

@@ -85,7 +85,7 @@ def redis_server() -> Iterator[Callable[..., RedisServer]]:
 
 @pytest.fixture
 def celery_worker() -> Iterator[Callable[..., CeleryWorker]]:
-    """Factory of real Celery workers on lensing_metrics.sample_tasks; all stopped at the end."""
+    """Factory of real Celery workers on lensing_harness.sample_tasks; all stopped at the end."""
     workers: list[CeleryWorker] = []
 
     def make(broker_url: str, **kwargs: object) -> CeleryWorker:

@@ -6,12 +6,13 @@ import threading
 import time
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from exporter.brokers import BrokerSnapshot
 from exporter.exposition import encode
-from exporter.poller import BrokerPoller, PollState
+from lensing_core import catalog
+from lensing_core.brokers import BrokerSnapshot
+from lensing_core.poller import BrokerPoller, PollState
 
 
 class QueueCollector(Collector):
@@ -29,6 +30,9 @@ class QueueCollector(Collector):
         self._families: list[Metric] = []
         self._rendered: dict[bool, bytes] = {}
         poller.add_listener(self.prerender)
+
+    def describe(self) -> Iterator[Metric]:
+        return catalog.describe("exporter-broker")
 
     def collect(self) -> Iterator[Metric]:
         yield from self.health_families()
@@ -67,51 +71,36 @@ class QueueCollector(Collector):
     def health_families(self) -> Iterator[Metric]:
         state = self.poller.state
         transport = self.poller.reader.transport
-        up = GaugeMetricFamily(
-            "celery_broker_up", "1 when the last read of the broker succeeded, else 0.", labels=["transport"]
-        )
+        up = catalog.gauge("celery_broker_up")
         up.add_metric([transport], 1.0 if state.up else 0.0)
         yield up
 
-        errors = CounterMetricFamily("celery_broker_read_errors", "Failed broker reads, by reason.", labels=["reason"])
+        errors = catalog.counter("celery_broker_read_errors_total")
         for reason, count in sorted(self.poller.errors.items()):
             errors.add_metric([reason], count)
         yield errors
 
-        reads = CounterMetricFamily("celery_broker_reads", "Successful broker reads.")
+        reads = catalog.counter("celery_broker_reads_total")
         reads.add_metric([], self.poller.reads_total)
         yield reads
 
         snapshot = state.snapshot
         if snapshot is not None:
-            last = GaugeMetricFamily(
-                "celery_broker_last_success_timestamp_seconds",
-                "Unix time of the last successful broker read.",
-            )
+            last = catalog.gauge("celery_broker_last_success_timestamp_seconds")
             last.add_metric([], snapshot.read_at)
             yield last
-            age = GaugeMetricFamily("celery_broker_read_age_seconds", "Seconds since the last successful broker read.")
+            age = catalog.gauge("celery_broker_read_age_seconds")
             age.add_metric([], max(time.time() - snapshot.read_at, 0.0))
             yield age
-            duration = GaugeMetricFamily(
-                "celery_broker_read_duration_seconds", "How long the last successful broker read took."
-            )
+            duration = catalog.gauge("celery_broker_read_duration_seconds")
             duration.add_metric([], snapshot.duration)
             yield duration
 
 
 def queue_families(snapshot: BrokerSnapshot) -> list[Metric]:
-    length = GaugeMetricFamily(
-        "celery_queue_length",
-        "Messages waiting in the broker, every priority level summed.",
-        labels=["queue"],
-    )
-    inflight = GaugeMetricFamily(
-        "celery_queue_inflight",
-        "Messages delivered to a worker and not yet acknowledged.",
-        labels=["queue"],
-    )
-    delayed = GaugeMetricFamily("celery_queue_delayed", "Messages delayed by the broker (SQS delay).", labels=["queue"])
+    length = catalog.gauge("celery_queue_length")
+    inflight = catalog.gauge("celery_queue_inflight")
+    delayed = catalog.gauge("celery_queue_delayed")
     for queue, depth in sorted(snapshot.queues.items()):
         length.add_metric([queue], depth.waiting)
         if depth.inflight is not None:

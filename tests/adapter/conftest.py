@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from adapter.demo_support import RunningAdapter, start_adapter
 from adapter.pki import Issued
+from lensing_harness.adapter_process import RunningAdapter, start_adapter
 
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = REPO / ".tools" / "bin" / "kubectl"

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from aiohttp import web
 
 from adapter.selectors import SelectorError, parse_selector
+from lensing_harness.kubeconfig import write_kubeconfig
 from tests.support.services import free_port
 
 Policy = Callable[[dict[str, Any]], bool]
@@ -106,13 +106,10 @@ class KubeStandIn:
         self._thread.join(10)
 
     def kubeconfig(self, path: Path) -> Path:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "standin", "cluster": {"server": f"http://127.0.0.1:{self.port}"}}],
-            "users": [{"name": "adapter", "user": {"token": "adapter-service-account-token"}}],
-            "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "adapter"}}],
-            "current-context": "standin",
-        }
-        path.write_text(yaml.safe_dump(config))
-        return path
+        return write_kubeconfig(
+            path,
+            f"http://127.0.0.1:{self.port}",
+            {"token": "adapter-service-account-token"},
+            name="standin",
+            user_name="adapter",
+        )

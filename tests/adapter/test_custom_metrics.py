@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from adapter.demo_support import RunningAdapter, start_adapter
 from adapter.quantity import parse_quantity
+from lensing_harness.adapter_process import RunningAdapter, start_adapter
 from tests.adapter.conftest import Client, kubectl
 from tests.adapter.kube_standin import KubeStandIn
 from tests.support.prometheus import (

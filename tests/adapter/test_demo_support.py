@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from celery import Celery
 
-from adapter.demo_support import AdapterDemo
+from lensing_harness.adapter_process import AdapterDemo
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration

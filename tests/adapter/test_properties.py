@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapter.demo_support import RunningAdapter
 from adapter.pki import CertificateAuthority
+from lensing_harness.adapter_process import RunningAdapter
 from tests.adapter.conftest import VALUES, Client, Reply
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import redis
 from celery import Celery
 
 from adapter.quantity import parse_quantity
-from exporter.brokers.redis import KOMBU_PRIORITY_STEPS, KOMBU_SEP
+from lensing_core.brokers.redis import KOMBU_PRIORITY_STEPS, KOMBU_SEP
 from tests.adapter.conftest import VALUES, Client
 from tests.support.services import wait_for
 

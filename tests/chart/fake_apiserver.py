@@ -11,6 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from lensing_harness.kubeconfig import write_kubeconfig
+
 # Every kind the chart renders (Helm maps each object to a resource before the dry run).
 KINDS: dict[str, list[tuple[str, str, bool]]] = {
     "v1": [
@@ -93,17 +95,8 @@ def fake_apiserver(secrets: list[dict[str, Any]], kubeconfig: Path) -> Iterator[
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
-                "users": [{"name": "fake", "user": {"token": "fake"}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-                "current-context": "fake",
-            }
-        )
+    write_kubeconfig(
+        kubeconfig, f"http://127.0.0.1:{server.server_port}", {"token": "fake"}, name="fake", user_name="fake"
     )
     try:
         yield kubeconfig

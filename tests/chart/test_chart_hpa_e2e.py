@@ -24,8 +24,8 @@ import pytest
 import redis
 import yaml
 
-from adapter.demo_support import RunningAdapter, hpa_desired_replicas, start_adapter
 from adapter.quantity import parse_quantity
+from lensing_harness.adapter_process import RunningAdapter, hpa_desired_replicas, start_adapter
 from tests.adapter.conftest import kubectl
 from tests.adapter.kube_standin import KubeStandIn
 from tests.chart.conftest import CHART, NAMESPACE, ROOT, Doc, Render, render

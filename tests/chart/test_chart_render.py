@@ -431,7 +431,7 @@ def test_api_hpa_example_is_the_platforms(renders: Renders) -> None:
 
 
 def test_gpu_attribution_mounts_the_workers_task_directory_read_only(renders: Renders) -> None:
-    from exporter.gpu.celery_hook import DEFAULT_TASK_DIR
+    from lensing_sources.gpu.celery_hook import DEFAULT_TASK_DIR
 
     spec = renders.get("default").one("DaemonSet")["spec"]["template"]["spec"]
     container = spec["containers"][0]
@@ -458,7 +458,7 @@ def parse_with_the_cli(args: list[str]) -> tuple[Any, list[str]]:
     return namespace, unknown
 
 
-# The Celery events options (--events/--no-events) come with issue 3 (branch issue-3, exporter/events/options.py).
+# The Celery events options (--events/--no-events) come with issue 3 (lensing_sources/events/options.py).
 # Until it is merged the exporter's parser lacks them; the chart already uses the final name.
 EVENTS_FLAGS_MERGED = not parse_with_the_cli(["exporter", "--no-events"])[1]
 

@@ -1,11 +1,11 @@
 """Every PromQL expression of the dashboards and the rules parses and reads only metrics that exist:
-the catalogue (lensing_metrics/catalog.py), its named outside sources, or a recording rule of alerts/."""
+the catalogue (lensing_core/catalog.py), its named outside sources, or a recording rule of alerts/."""
 
 from __future__ import annotations
 
 import pytest
 
-from lensing_metrics.catalog import CATALOG, OUTSIDE_SOURCES
+from lensing_core.catalog import CATALOG, OUTSIDE_SOURCES
 from tests.support.promql import Query, all_queries, grafana_to_promql, recorded_names, unknown_metrics
 
 QUERIES = all_queries()

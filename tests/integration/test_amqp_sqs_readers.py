@@ -9,8 +9,8 @@ import boto3
 import pytest
 from celery import Celery
 
-from exporter.brokers import open_reader
-from exporter.brokers.sqs import sqs_entity_name
+from lensing_core.brokers import open_reader
+from lensing_core.brokers.sqs import sqs_entity_name
 from tests.support.services import free_port, wait_for
 
 pytestmark = pytest.mark.integration

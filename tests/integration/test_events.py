@@ -11,9 +11,9 @@ import pytest
 from celery import Celery
 from prometheus_client.registry import CollectorRegistry
 
-from exporter import events
 from exporter.cli import build_parser
-from exporter.events import EventSource
+from exporter.sources import events
+from exporter.sources.events import EventSource
 from tests.support.services import REPO, free_port, wait_for
 
 pytestmark = pytest.mark.integration

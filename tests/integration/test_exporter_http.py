@@ -16,9 +16,9 @@ import pytest
 from celery import Celery
 
 from exporter.app import Exporter
-from exporter.brokers import open_reader
-from exporter.poller import BrokerPoller
 from exporter.sources import BrokerSource
+from lensing_core.brokers import open_reader
+from lensing_core.poller import BrokerPoller
 from tests.support.services import REPO, free_port, port_open, wait_for
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ import psutil
 import pytest
 from celery import Celery
 
-from exporter.gpu.attribution import TaskAttributor
-from exporter.gpu.sampler import GpuSampler
+from lensing_sources.gpu.attribution import TaskAttributor
+from lensing_sources.gpu.sampler import GpuSampler
 from tests.support.fake_nvml import FakeNvml, tesla_t4
 from tests.support.services import wait_for
 

@@ -8,9 +8,9 @@ import urllib.request
 import pytest
 from celery import Celery
 
-from exporter import gpu
 from exporter.app import Exporter
 from exporter.cli import build_parser, build_sources
+from exporter.sources import gpu
 from tests.support.fake_nvml import FakeNvml, tesla_t4
 from tests.support.services import free_port, wait_for
 

@@ -15,8 +15,8 @@ import redis
 from celery import Celery
 from kombu import Exchange, Queue
 
-from exporter.brokers import open_reader
-from exporter.brokers.redis import RedisQueueReader
+from lensing_core.brokers import open_reader
+from lensing_core.brokers.redis import RedisQueueReader
 from tests.support.services import free_port, port_open, wait_for
 
 pytestmark = pytest.mark.integration
@@ -229,7 +229,7 @@ def test_tls(redis_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-d
     reader.close()
     # a certificate the client does not trust is a read error, not a number
     untrusting = open_reader(f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=required")
-    from exporter.brokers import BrokerReadError
+    from lensing_core.brokers import BrokerReadError
 
     with pytest.raises(BrokerReadError):
         untrusting.read()

@@ -7,7 +7,7 @@ import json
 import pytest
 from celery import Celery
 
-from exporter.brokers import open_reader
+from lensing_core.brokers import open_reader
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration

@@ -22,6 +22,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from lensing_harness.processes import stop_process
 from tests.support.services import free_port, wait_for
 
 #: A short rate window, so a test does not wait two minutes for the default [2m] to fill (1 s scrapes).
@@ -166,13 +167,8 @@ class PrometheusServer:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc, 15)
         self.proc = None
 
     def log(self) -> str:

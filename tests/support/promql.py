@@ -12,7 +12,7 @@ from typing import Any
 import promql_parser
 import yaml
 
-from lensing_metrics.catalog import CATALOG, OUTSIDE_SOURCES
+from lensing_core.catalog import CATALOG, OUTSIDE_SOURCES
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from lensing_harness.processes import stop_process
 from tests.support.services import REPO, free_port, port_open, wait_for
 
 NAMESPACE = "lensing-e2e"
@@ -74,13 +75,7 @@ class Process:
         return self.log_path.read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 class Exporter(Process):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -16,25 +14,15 @@ from pathlib import Path
 
 import redis
 
-from lensing_metrics.localredis import start_redis_server
-from lensing_metrics.sample_worker import start_sample_worker
+from lensing_harness.localredis import start_redis_server
+from lensing_harness.ports import free_port, port_open
+from lensing_harness.processes import kill_process, stop_process
+from lensing_harness.sample_worker import start_sample_worker
 
 SYSTEM_REDIS = ("127.0.0.1", 6379)
 SYSTEM_RABBITMQ = ("127.0.0.1", 5672)
 REPO = Path(__file__).resolve().parents[2]
 _DB_LOCK = "lensing-metrics-test:db-lock:{}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(host: str, port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-        return True
-    return False
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
@@ -142,9 +130,8 @@ class RedisServer:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        if self.proc is not None:
+            stop_process(self.proc)
         self.proc = None
 
     def close(self) -> None:
@@ -153,7 +140,7 @@ class RedisServer:
 
 
 class CeleryWorker:
-    """A real `celery worker` process on :mod:`lensing_metrics.sample_tasks`."""
+    """A real `celery worker` process on :mod:`lensing_harness.sample_tasks`."""
 
     def __init__(
         self,
@@ -194,18 +181,10 @@ class CeleryWorker:
 
     def kill(self) -> None:
         """SIGKILL the whole worker (main process and pool children), as the OOM killer would."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
+        kill_process(self.proc, group=True)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc, 15, group=True)
         self.log.close()
         with contextlib.suppress(OSError):
             os.unlink(self.log.name)

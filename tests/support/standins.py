@@ -11,7 +11,7 @@ Used by scripts/render-dashboards.py so that every panel is drawn from numbers p
   requests it really serves (``http_requests_total``, ``http_request_duration_seconds``), under a client
   that sends a steady stream of requests; the handlers' work is a sleep, and a small fraction answer 500.
 - :class:`HpaStandin`: HPA-like reads of ``celery_queue_length`` from the real adapter (each second, as
-  kubectl would), the worker HPA's decision every 15 s (adapter/demo_support.hpa_desired_replicas), and a
+  kubectl would), the worker HPA's decision every 15 s (lensing_harness.adapter_process.hpa_desired_replicas), and a
   kube-state-metrics stand-in serving ``kube_horizontalpodautoscaler_*`` for that HPA.
 """
 
@@ -172,7 +172,7 @@ class HpaStandin:
     would on ``port``. The HPA's current replicas follow its desired count one sync later (pods starting)."""
 
     def __init__(self, adapter: Any, queues: list[str], namespace: str, sync_period: float = 15.0) -> None:
-        from adapter.demo_support import HPA_MAX_REPLICAS, HPA_MIN_REPLICAS, value_path
+        from lensing_harness.adapter_process import HPA_MAX_REPLICAS, HPA_MIN_REPLICAS, value_path
         from tests.support.services import free_port
 
         self.adapter, self.queues, self.namespace = adapter, queues, namespace
@@ -219,7 +219,7 @@ class HpaStandin:
         return total
 
     def _run(self) -> None:
-        from adapter.demo_support import hpa_desired_replicas
+        from lensing_harness.adapter_process import hpa_desired_replicas
 
         conn = http.client.HTTPSConnection("127.0.0.1", self.adapter.port, context=self._context, timeout=5)
         next_sync = time.monotonic() + self.sync_period
@@ -291,7 +291,7 @@ def gpu_exporter(argv: list[str]) -> int:
     pids = [int(p) for p in own.pids.split(",")]
     pods = own.pods.split(",")
 
-    import exporter.gpu
+    import lensing_sources.gpu
     from lensing_metrics.cli import main
     from tests.support.fake_nvml import FakeNvml, tesla_t4
 
@@ -299,7 +299,7 @@ def gpu_exporter(argv: list[str]) -> int:
     kubelet = _PretendKubelet(
         {card.uuid: (pod, own.namespace, "worker") for card, pod in zip(fake.gpus, pods, strict=False)}
     )
-    real_build = exporter.gpu.build_source
+    real_build = lensing_sources.gpu.build_source
 
     def build_source(args: argparse.Namespace, nvml: Any = None) -> Any:
         source: Any = real_build(args, nvml=fake)
@@ -307,7 +307,7 @@ def gpu_exporter(argv: list[str]) -> int:
             source.sampler.allocations = kubelet
         return source
 
-    exporter.gpu.build_source = build_source
+    lensing_sources.gpu.build_source = build_source
     stop = threading.Event()
     threading.Thread(target=_drive, args=(fake.gpus, pids, own.task_dir, stop), daemon=True).start()
     try:

@@ -12,7 +12,7 @@ from adapter.api import go_json, not_found, rfc3339
 from adapter.authz import request_info
 from adapter.cli import build_parser, duration, main
 from adapter.config import ConfigError, parse_config
-from adapter.demo_support import hpa_desired_replicas, hpa_line
+from lensing_harness.adapter_process import hpa_desired_replicas, hpa_line
 
 
 @pytest.mark.parametrize(
@@ -128,9 +128,9 @@ def test_adapter_metric_families_are_in_the_catalog() -> None:
     from adapter.config import single_broker
     from adapter.external import BrokerBinding, BrokerHealthCollector, ExternalMetricsProvider
     from adapter.metrics import AdapterStats, StatsCollector
-    from exporter.brokers import BrokerSnapshot
-    from exporter.poller import BrokerPoller, PollState
-    from lensing_metrics.catalog import ADAPTER
+    from lensing_core.brokers import BrokerSnapshot
+    from lensing_core.catalog import ADAPTER
+    from lensing_core.poller import BrokerPoller, PollState
 
     class Reader:
         transport = "redis"

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from exporter import cli
-from exporter.brokers import BrokerConfigError, open_reader, transport_of
-from exporter.brokers.options import parse_transport_options
+from lensing_core.brokers import BrokerConfigError, open_reader, transport_of
+from lensing_core.brokers.options import parse_transport_options
 from tests.support.services import REPO
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.events.consumer import EventConsumer
-from exporter.events.state import EventState, StateConfig
-from exporter.events.stream import StreamError
+from lensing_sources.events.consumer import EventConsumer
+from lensing_sources.events.state import EventState, StateConfig
+from lensing_sources.events.stream import StreamError
 from tests.support.services import wait_for
 
 

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from exporter import events
 from exporter.cli import build_parser
-from exporter.events.decode import DropMessage, decode_body, decode_kombu_envelope
-from exporter.events.options import state_config
+from exporter.sources import events
+from lensing_sources.events.decode import DropMessage, decode_body, decode_kombu_envelope
+from lensing_sources.events.options import state_config
 
 # A worker-heartbeat exactly as a Celery 5.7 worker published it on Redis (captured with PSUBSCRIBE).
 RECORDED = (
@@ -91,9 +91,9 @@ def test_no_events_and_sqs_build_no_source(monkeypatch: pytest.MonkeyPatch) -> N
     [
         ("--runtime-buckets", "5,1", "expected increasing numbers"),
         ("--queue-wait-buckets", "a,b", "expected increasing numbers"),
-        ("--max-task-names", "0", "must be 1 or more"),
+        ("--max-task-names", "0", "must be a whole number >= 1"),
         ("--worker-timeout", "0", "must be a number above 0"),
-        ("--enable-events-interval", "-1", "must be 0 or more"),
+        ("--enable-events-interval", "-1", "must be a number >= 0"),
     ],
 )
 def test_bad_values_exit_2_with_one_line(

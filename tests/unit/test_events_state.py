@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from exporter.events.labels import LabelCap, TaskMatcher
-from exporter.events.state import EventState, StateConfig
+from lensing_sources.events.labels import LabelCap, TaskMatcher
+from lensing_sources.events.state import EventState, StateConfig
 
 
 class FakeClock:
@@ -252,8 +252,8 @@ def test_glob_matching(patterns: tuple[str, ...], name: str | None, expected: bo
 
 
 def test_collector_exports_exactly_the_catalog_names() -> None:
-    from exporter.events.collector import EventCollector
-    from lensing_metrics.catalog import EVENTS
+    from exporter.collectors.events import EventCollector
+    from lensing_core.catalog import EVENTS
 
     clock = FakeClock()
     state = make(clock)
@@ -291,7 +291,7 @@ def _demo_sequence(state: EventState) -> None:
 
 
 def test_busy_worker_whose_tasks_the_stream_did_not_show_is_asked_and_its_tasks_counted() -> None:
-    from exporter.events.state import ActiveTask
+    from lensing_sources.events.state import ActiveTask
 
     clock = FakeClock()
     state = make(clock)
@@ -340,7 +340,7 @@ def test_first_heartbeat_of_a_busy_worker_asks_at_once() -> None:
 
 
 def test_an_answer_does_not_bring_back_a_task_that_ended_meanwhile() -> None:
-    from exporter.events.state import ActiveTask
+    from lensing_sources.events.state import ActiveTask
 
     clock = FakeClock()
     state = make(clock)
@@ -352,7 +352,7 @@ def test_an_answer_does_not_bring_back_a_task_that_ended_meanwhile() -> None:
 
 
 def test_task_of_unknown_name_or_queue_is_resolved_not_guessed_from_other_tasks() -> None:
-    from exporter.events.state import ActiveTask
+    from lensing_sources.events.state import ActiveTask
 
     clock = FakeClock()
     state = make(clock, analysis_tasks=("lensing.analyse_*",))
@@ -376,8 +376,8 @@ def test_task_of_unknown_name_or_queue_is_resolved_not_guessed_from_other_tasks(
 
 
 def test_inspect_active_answer_is_parsed_defensively() -> None:
-    from exporter.events.control import parse_active_tasks
-    from exporter.events.state import ActiveTask
+    from lensing_sources.events.control import parse_active_tasks
+    from lensing_sources.events.state import ActiveTask
 
     answer = [
         {"id": "a", "name": "lensing.analyse_lens", "time_start": 12.5, "delivery_info": {"routing_key": "cpu"}},
@@ -393,7 +393,7 @@ def test_inspect_active_answer_is_parsed_defensively() -> None:
 
 
 def test_prefetched_task_of_unknown_queue_is_placed_before_it_starts() -> None:
-    from exporter.events.state import ActiveTask
+    from lensing_sources.events.state import ActiveTask
 
     clock = FakeClock()
     state = make(clock)

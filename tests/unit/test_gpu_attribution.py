@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from exporter.gpu import celery_hook
-from exporter.gpu.attribution import OTHER, TaskAttributor
-from exporter.gpu.celery_hook import process_key
-from exporter.labels import LabelCap
+from lensing_core.labels import LabelCap
+from lensing_sources.gpu import celery_hook
+from lensing_sources.gpu.attribution import OTHER, TaskAttributor
+from lensing_sources.gpu.celery_hook import process_key
 
 
 def fake_proc(root: Path, pid: int, nspids: str, starttime: int, comm: str = "celery) worker (x") -> None:

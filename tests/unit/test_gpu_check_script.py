@@ -11,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from exporter.gpu.sampler import GpuSampler
+from lensing_sources.gpu.sampler import GpuSampler
 from tests.support.fake_nvml import FakeNvml, tesla_t4
 from tests.support.services import REPO
 

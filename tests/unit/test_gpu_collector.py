@@ -9,10 +9,10 @@ import time
 import pytest
 from prometheus_client.registry import CollectorRegistry
 
-from exporter import gpu
-from exporter.gpu.collector import GpuCollector
-from exporter.gpu.sampler import GpuSampler
-from lensing_metrics.catalog import GPU
+from exporter.collectors.gpu import GpuCollector
+from exporter.sources import gpu
+from lensing_core.catalog import GPU
+from lensing_sources.gpu.sampler import GpuSampler
 from tests.support.fake_nvml import FakeNvml, h100, tesla_t4
 from tests.support.services import wait_for
 
@@ -147,7 +147,7 @@ def test_unsupported_field_is_absent_logged_once_and_not_asked_again(
 ) -> None:
     fake.gpus[1].unsupported = {"nvmlDeviceGetPowerUsage"}
     fake.gpus[1].no_permission = {"nvmlDeviceGetTemperature"}
-    with caplog.at_level(logging.INFO, logger="exporter.gpu"):
+    with caplog.at_level(logging.INFO, logger="lensing_sources.gpu"):
         for _ in range(3):
             sampler.sample_once()
     registry = registry_for(sampler)
@@ -227,7 +227,7 @@ def test_library_not_found_auto_is_off_and_on_is_nvml_up_0(fake: FakeNvml) -> No
 
 
 def test_no_driver_is_off_in_auto_and_no_module_is_nvml_up_0_when_on() -> None:
-    from exporter.gpu.nvml import NvmlSession
+    from lensing_sources.gpu.nvml import NvmlSession
 
     assert NvmlSession(None).open() == "module_missing"
     fake = FakeNvml()
@@ -320,7 +320,7 @@ def test_a_card_that_keeps_failing_backs_off_and_is_logged_once(
         return original(handle)
 
     fake.nvmlDeviceGetUtilizationRates = broken  # type: ignore[method-assign]
-    with caplog.at_level(logging.WARNING, logger="exporter.gpu"):
+    with caplog.at_level(logging.WARNING, logger="lensing_sources.gpu"):
         delays = []
         for _ in range(4):
             sampler.sample_once()  # opens NVML, card 0 fails, NVML is closed and a reopen scheduled

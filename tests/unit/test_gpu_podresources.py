@@ -14,9 +14,9 @@ import grpc
 import pytest
 from prometheus_client.registry import CollectorRegistry
 
-from exporter import gpu
-from exporter.gpu.collector import GpuCollector
-from exporter.gpu.podresources import PodResourcesClient, parse_list_response
+from exporter.collectors.gpu import GpuCollector
+from exporter.sources import gpu
+from lensing_sources.gpu.podresources import PodResourcesClient, parse_list_response
 from tests.support.fake_nvml import FakeNvml, tesla_t4
 
 

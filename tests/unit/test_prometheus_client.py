@@ -180,7 +180,7 @@ def test_unreachable() -> None:
 
 
 def test_stats_collector_exports_catalog_names() -> None:
-    from lensing_metrics.catalog import ADAPTER
+    from lensing_core.catalog import ADAPTER
 
     fake = FakePrometheus()
 

@@ -7,8 +7,8 @@ import json
 import fakeredis
 import pytest
 
-from exporter.brokers import BrokerReadError
-from exporter.brokers.redis import KOMBU_SEP, RedisQueueReader
+from lensing_core.brokers import BrokerReadError
+from lensing_core.brokers.redis import KOMBU_SEP, RedisQueueReader
 
 
 def bind(client: fakeredis.FakeRedis, queue: str, exchange: str | None = None) -> None:

@@ -1,0 +1,1 @@
+"""The demo and test harness: never imported by the shipped exporter, adapter, sources or core."""

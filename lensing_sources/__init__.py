@@ -1,0 +1,1 @@
+"""The metric sources above the core: the Celery event stream and NVML GPUs (no Prometheus here)."""
