@@ -57,7 +57,7 @@ def request_info(method: str, path: str) -> RequestInfo:
 class ApiRequest:
     """One request. ``segments`` are the path's, after the leading ``/`` (empty ones kept: a path with
     one is not served); the query string is parsed on first use, as Go's ``url.ParseQuery`` (``+`` is a
-    space, the first value wins), and each selector at most once."""
+    space, the first value wins). The routes ask for each selector once and hand it on parsed."""
 
     def __init__(self, method: str, path: str, query_string: str = "") -> None:
         self.method = method
@@ -65,7 +65,6 @@ class ApiRequest:
         self.query_string = query_string
         self.segments = tuple(path.split("/")[1:])
         self.info = request_info(method, path)
-        self._selectors: dict[str, Selector] = {}
 
     @functools.cached_property
     def query(self) -> Mapping[str, str]:
@@ -73,11 +72,7 @@ class ApiRequest:
 
     def selector(self, parameter: str) -> Selector:
         """The parsed ``labelSelector`` or ``metricLabelSelector``; a 400 when it does not parse."""
-        parsed = self._selectors.get(parameter)
-        if parsed is None:
-            try:
-                parsed = parse_selector(self.query.get(parameter, ""))
-            except SelectorError as exc:
-                raise bad_request(f"invalid {parameter}: {exc}") from None
-            self._selectors[parameter] = parsed
-        return parsed
+        try:
+            return parse_selector(self.query.get(parameter, ""))
+        except SelectorError as exc:
+            raise bad_request(f"invalid {parameter}: {exc}") from None
