@@ -22,10 +22,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
+from adapter.apiserver.metrics import AdapterStats
 from adapter.authconfig import AuthSettings, AuthSettingsSource
 from adapter.cache import TTLCache
 from adapter.kubeapi import KubeAPIError, KubeClient
-from adapter.metrics import AdapterStats
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""Authorization: what the request asks (``RequestInfo``, parsed from the path as the API server's
-``RequestInfoFactory`` parses it) and whether the user may (SubjectAccessReview, decisions cached).
+"""Authorization: whether the user may do what the request asks (its ``RequestInfo``, parsed once by
+adapter.apiserver.request), by SubjectAccessReview, decisions cached.
 
 Requests to ``--authorization-always-allow-paths`` and from ``--authorization-always-allow-groups`` are
 allowed without asking. With no API server to ask, everything else is denied.
@@ -14,53 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adapter.apiserver.metrics import AdapterStats
+from adapter.apiserver.request import RequestInfo
 from adapter.authn import UserInfo
 from adapter.cache import TTLCache
 from adapter.kubeapi import KubeAPIError, KubeClient
-from adapter.metrics import AdapterStats
 
 log = logging.getLogger(__name__)
-
-_VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
-_NAMESPACE_SUBRESOURCES = {"status", "finalize"}
-
-
-@dataclass(frozen=True, slots=True)
-class RequestInfo:
-    path: str
-    verb: str
-    is_resource: bool = False
-    api_group: str = ""
-    api_version: str = ""
-    namespace: str = ""
-    resource: str = ""
-    subresource: str = ""
-    name: str = ""
-    parts: tuple[str, ...] = ()
-
-
-def request_info(method: str, path: str) -> RequestInfo:
-    """Split ``/apis/GROUP/VERSION/[namespaces/NS/]RESOURCE[/NAME[/SUBRESOURCE]]``; anything else is a
-    non-resource request (discovery, health, metrics)."""
-    verb = _VERBS.get(method.upper(), method.lower())
-    parts = [p for p in path.strip("/").split("/") if p] if path.strip("/") else []
-    if len(parts) < 4 or parts[0] != "apis":
-        return RequestInfo(path=path, verb=verb)
-    group, version, rest = parts[1], parts[2], parts[3:]
-    namespace = ""
-    if rest[0] == "namespaces" and len(rest) > 1:
-        namespace = rest[1]
-        if len(rest) > 2 and rest[2] not in _NAMESPACE_SUBRESOURCES:
-            rest = rest[2:]
-    resource = rest[0] if rest else ""
-    name = rest[1] if len(rest) >= 2 else ""
-    subresource = rest[2] if len(rest) >= 3 else ""
-    if not name and verb == "get":
-        verb = "list"
-    return RequestInfo(path, verb, True, group, version, namespace, resource, subresource, name, tuple(rest))
-
-
-_UNPARSED = RequestInfo(path="", verb="")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +67,6 @@ class Authorizer:
             elif path == allowed:
                 return True
         return False
-
-    async def authorize_request(self, user: UserInfo, method: str, path: str) -> tuple[Decision, RequestInfo]:
-        """The decision for ``method path``; the request's attributes are parsed only when needed."""
-        if self.always_allow_groups.intersection(user.groups):
-            return self._count(Decision(True, "always-allowed group", "always-allow-group")), _UNPARSED
-        info = request_info(method, path)
-        return await self.authorize(user, info), info
 
     async def authorize(self, user: UserInfo, info: RequestInfo) -> Decision:
         if self.path_always_allowed(info.path):

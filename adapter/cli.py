@@ -14,15 +14,15 @@ import sys
 from collections.abc import Sequence
 
 from adapter import custom_cli
-from adapter.api import GroupProvider
+from adapter.apiserver.groups import ExternalMetricsAPI, MetricsAPI
+from adapter.apiserver.metrics import AdapterStats
+from adapter.apiserver.server import AdapterServer
 from adapter.authconfig import AuthSettingsSource
 from adapter.authn import Authenticator
 from adapter.authz import Authorizer
 from adapter.config import BrokerConfig, ConfigError, load_config, single_broker
-from adapter.external import ExternalMetricsProvider, open_bindings
 from adapter.kubeapi import KubeAPIError, KubeClient, KubeConfigError, in_cluster, load_kubeconfig
-from adapter.metrics import AdapterStats
-from adapter.server import AdapterServer
+from adapter.providers.brokers import BrokerMetrics, open_bindings
 from adapter.tls import ReloadingServerContext, TLSConfigError, serving_files
 from lensing_core.brokers import BrokerConfigError
 from lensing_core.cli_args import add_broker_arguments, add_logging_arguments
@@ -288,13 +288,17 @@ def brokers_from(args: argparse.Namespace) -> list[BrokerConfig]:
     return [single_broker(args.broker_url, args.transport_options, args.queues)]
 
 
-def build_providers(args: argparse.Namespace, custom: custom_cli.CustomSetup) -> list[GroupProvider]:
-    """One provider per API group the adapter serves; the server routes and discovers by group.
-    External metrics come from the brokers (plus PromQL rules when configured), custom metrics from
-    Prometheus when --prometheus-url is set. Raises ConfigError/BrokerConfigError for unusable settings."""
+def build_apis(args: argparse.Namespace, custom: custom_cli.CustomSetup) -> list[MetricsAPI]:
+    """The API groups the adapter serves, each with its providers: external metrics from the brokers (plus
+    PromQL rules when configured), custom metrics from Prometheus when --prometheus-url is set.
+    Raises ConfigError/BrokerConfigError for unusable settings."""
     bindings = open_bindings(brokers_from(args), args.poll_interval)
-    brokers = ExternalMetricsProvider(bindings, max_staleness=args.max_staleness)
-    return [custom.external(brokers), *custom.groups()]
+    brokers = BrokerMetrics(bindings, max_staleness=args.max_staleness)
+    try:
+        external = ExternalMetricsAPI([brokers, *custom.external_providers()])
+    except ValueError as exc:  # a PromQL metric named as a broker metric
+        raise ConfigError(str(exc)) from None
+    return [external, *custom.apis()]
 
 
 async def _serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> int:
@@ -323,7 +327,7 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event | None = None) ->
     tls = ReloadingServerContext(cert, key, settings)
     custom = custom_cli.build(args)
     server = AdapterServer(
-        build_providers(args, custom),
+        build_apis(args, custom),
         Authenticator(settings, authn_kube, stats, token_ttl=args.authentication_token_webhook_cache_ttl),
         Authorizer(
             authz_kube,

@@ -28,7 +28,7 @@ import yaml
 ANY_NAMESPACE = "*"
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _BROKER_NAME = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$")
-#: brokers here; customMetrics and externalMetrics (PromQL rules) are read by adapter.custom_rules
+#: brokers here; customMetrics and externalMetrics (PromQL rules) are read by adapter.providers.rules
 TOP_LEVEL_KEYS = {"brokers", "customMetrics", "externalMetrics"}
 _KEYS = {"name", "url", "urlFromEnv", "transportOptions", "queues", "namespaces"}
 

@@ -1,4 +1,4 @@
-"""The adapter's Prometheus options, and the groups they add: custom.metrics.k8s.io and PromQL external metrics.
+"""The adapter's Prometheus options, and the providers they add: custom.metrics.k8s.io and PromQL external metrics.
 
 Without ``--prometheus-url`` the adapter serves the broker metrics only (no custom.metrics.k8s.io group:
 register its APIService only where the adapter is given a Prometheus).
@@ -12,15 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from adapter.api import GroupProvider
+from adapter.apiserver.groups import CustomMetricsAPI, MetricsAPI
 from adapter.config import ConfigError, read_config
-from adapter.custom import CustomMetricsProvider, PodLister
-from adapter.custom_api import CustomMetricsGroup
-from adapter.custom_rules import RuleError, parse_rules
 from adapter.kubeapi import KubeClient, in_cluster, load_kubeconfig
-from adapter.pods import KubePodLister
-from adapter.prom_external import ExternalWithPromQL, PromExternalMetrics
-from adapter.prometheus import PrometheusClient
+from adapter.providers.custom import PodLister, PromCustomMetrics
+from adapter.providers.interface import ExternalMetricsProvider
+from adapter.providers.pods import KubePodLister
+from adapter.providers.prometheus import PrometheusClient
+from adapter.providers.promql import PromExternalMetrics
+from adapter.providers.rules import RuleError, parse_rules
 from lensing_core.options import add_option, non_negative_float, positive_float, positive_int
 
 log = logging.getLogger("adapter.custom")
@@ -85,19 +85,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class CustomSetup:
     prometheus: PrometheusClient | None = None
     promql_external: PromExternalMetrics | None = None
-    custom: CustomMetricsGroup | None = None
+    custom: PromCustomMetrics | None = None
     lister_kube: KubeClient | None = None
 
-    def external(self, brokers: GroupProvider) -> GroupProvider:
-        if self.promql_external is None or not self.promql_external.names():
-            return brokers
-        try:
-            return ExternalWithPromQL(brokers, self.promql_external, export_query_stats=self.custom is None)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+    def external_providers(self) -> list[ExternalMetricsProvider]:
+        """Served in external.metrics.k8s.io beside the brokers: the config file's externalMetrics, if any."""
+        if self.promql_external is None or not self.promql_external.list_metrics():
+            return []
+        return [self.promql_external]
 
-    def groups(self) -> list[GroupProvider]:
-        return [self.custom] if self.custom is not None else []
+    def apis(self) -> list[MetricsAPI]:
+        """custom.metrics.k8s.io, when there are custom rules to serve."""
+        return [CustomMetricsAPI([self.custom])] if self.custom is not None else []
 
     async def close(self) -> None:
         for client in (self.prometheus, self.lister_kube):
@@ -135,5 +134,5 @@ def build(args: argparse.Namespace) -> CustomSetup:
         log.warning("custom metrics: no Kubernetes API to list pods: label selectors are not applied (local use)")
     setup = CustomSetup(prometheus, PromExternalMetrics(rules, prometheus), None, lister_kube)
     if rules.custom:
-        setup.custom = CustomMetricsGroup(CustomMetricsProvider(rules, prometheus, pods))
+        setup.custom = PromCustomMetrics(rules, prometheus, pods)
     return setup

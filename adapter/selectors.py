@@ -78,6 +78,10 @@ class Selector:
         return ",".join(_render(r) for r in self.requirements)
 
 
+#: the empty selector, which every set of labels matches
+EVERYTHING = Selector()
+
+
 def _render(r: Requirement) -> str:
     if r.op is Op.EXISTS:
         return r.key

@@ -10,12 +10,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from adapter.api import ApiError
-from adapter.custom import CustomMetricsProvider
-from adapter.custom_rules import parse_rules
-from adapter.prom_external import PromExternalMetrics
-from adapter.prometheus import PrometheusClient
-from adapter.quantity import parse_quantity
+from adapter.providers.custom import PromCustomMetrics
+from adapter.providers.interface import BadRequest as BadRequestError
+from adapter.providers.interface import InternalError, MetricNotFound, ProviderError, Unavailable
+from adapter.providers.prometheus import PrometheusClient
+from adapter.providers.promql import PromExternalMetrics
+from adapter.providers.rules import parse_rules
 from adapter.selectors import parse_selector
 from tests.support.prometheus import (
     TEST_WINDOW,
@@ -57,11 +57,19 @@ class StandInPods:
         return sorted(name for name, labels in PODS.get(namespace, {}).items() if selector.matches(labels))
 
 
+CODES: dict[type[ProviderError], int] = {
+    MetricNotFound: 404,
+    BadRequestError: 400,
+    Unavailable: 503,
+    InternalError: 500,
+}
+
+
 @contextlib.contextmanager
 def status(code: int, match: str) -> Iterator[None]:
-    with pytest.raises(ApiError, match=match) as info:
+    with pytest.raises(ProviderError, match=match) as info:
         yield
-    assert info.value.code == code, info.value.status()
+    assert CODES[type(info.value)] == code, info.value
 
 
 def close_to(value: float, expected: float) -> bool:
@@ -88,12 +96,12 @@ def prometheus() -> Iterator[tuple[PrometheusServer, RequestCounterServer]]:
 
 
 def with_provider(
-    prom: PrometheusServer, body: Callable[[CustomMetricsProvider], Awaitable[T]], pods: StandInPods | None = None
+    prom: PrometheusServer, body: Callable[[PromCustomMetrics], Awaitable[T]], pods: StandInPods | None = None
 ) -> T:
     async def main() -> T:
         client = PrometheusClient(prom.url, timeout=2, cache_seconds=0)
         try:
-            return await body(CustomMetricsProvider(parse_rules(TEST_RULES), client, pods))
+            return await body(PromCustomMetrics(parse_rules(TEST_RULES), client, pods))
         finally:
             await client.close()
 
@@ -103,7 +111,9 @@ def with_provider(
 def test_values_equal_the_known_rates(prometheus: tuple[PrometheusServer, RequestCounterServer]) -> None:
     prom, _app = prometheus
     values = with_provider(
-        prom, lambda p: p.pods_by_selector("lensing", "http_requests_per_second", "app=api"), StandInPods()
+        prom,
+        lambda p: p.metric_for_selector("lensing", "pods", parse_selector("app=api"), "http_requests_per_second"),
+        StandInPods(),
     )
     assert [v.name for v in values] == ["api-0", "api-1", "api-2"]  # api-3 has no series: left out
     for v in values:
@@ -114,7 +124,11 @@ def test_values_equal_the_known_rates(prometheus: tuple[PrometheusServer, Reques
 def test_selector_narrows_the_pods(prometheus: tuple[PrometheusServer, RequestCounterServer]) -> None:
     prom, _app = prometheus
     values = with_provider(
-        prom, lambda p: p.pods_by_selector("lensing", "http_requests_per_second", "app=api,!canary"), StandInPods()
+        prom,
+        lambda p: p.metric_for_selector(
+            "lensing", "pods", parse_selector("app=api,!canary"), "http_requests_per_second"
+        ),
+        StandInPods(),
     )
     assert [v.name for v in values] == ["api-0", "api-1"]
 
@@ -124,8 +138,10 @@ def test_selector_matching_no_pod_is_an_empty_list_without_a_query(
 ) -> None:
     prom, _app = prometheus
 
-    async def body(p: CustomMetricsProvider) -> Any:
-        values = await p.pods_by_selector("lensing", "http_requests_per_second", "app=nothing")
+    async def body(p: PromCustomMetrics) -> Any:
+        values = await p.metric_for_selector(
+            "lensing", "pods", parse_selector("app=nothing"), "http_requests_per_second"
+        )
         return values, p.prometheus.stats.counts["success"]
 
     assert with_provider(prom, body, StandInPods()) == ([], 0)
@@ -135,44 +151,55 @@ def test_without_a_cluster_the_pods_come_from_prometheus(
     prometheus: tuple[PrometheusServer, RequestCounterServer],
 ) -> None:
     prom, _app = prometheus
-    values = with_provider(prom, lambda p: p.pods_by_selector("staging", "http_requests_per_second", ""))
+    values = with_provider(
+        prom, lambda p: p.metric_for_selector("staging", "pods", parse_selector(""), "http_requests_per_second")
+    )
     assert [(v.name, v.namespace) for v in values] == [("api-0", "staging")]
     assert close_to(values[0].value, 100.0)
 
 
 def test_single_pod_and_missing_pod(prometheus: tuple[PrometheusServer, RequestCounterServer]) -> None:
     prom, _app = prometheus
-    value = with_provider(prom, lambda p: p.pod_by_name("lensing", "api-1", "http_requests_per_second"))
+    value = with_provider(prom, lambda p: p.metric_for_object("lensing", "pods", "api-1", "http_requests_per_second"))
     assert value.name == "api-1" and close_to(value.value, 12.5)
     with status(404, "could not find the metric http_requests_per_second for pods api-3"):
-        with_provider(prom, lambda p: p.pod_by_name("lensing", "api-3", "http_requests_per_second"))
+        with_provider(prom, lambda p: p.metric_for_object("lensing", "pods", "api-3", "http_requests_per_second"))
 
 
 def test_namespace_metric_is_the_namespace_total(prometheus: tuple[PrometheusServer, RequestCounterServer]) -> None:
     prom, _app = prometheus
-    value = with_provider(prom, lambda p: p.namespace_metric("lensing", "http_requests_per_second"))
+    value = with_provider(
+        prom, lambda p: p.metric_for_object("lensing", "namespaces", "lensing", "http_requests_per_second")
+    )
     assert (value.kind, value.name, value.namespace) == ("Namespace", "lensing", "")
     assert close_to(value.value, 5.0 + 12.5 + 0.75)
     with status(404, "for namespaces nowhere"):
-        with_provider(prom, lambda p: p.namespace_metric("nowhere", "http_requests_per_second"))
+        with_provider(
+            prom, lambda p: p.metric_for_object("nowhere", "namespaces", "nowhere", "http_requests_per_second")
+        )
 
 
 def test_metric_label_selector_becomes_matchers(prometheus: tuple[PrometheusServer, RequestCounterServer]) -> None:
     prom, _app = prometheus
-    reqs = parse_selector("pod in (api-2)").requirements
+    reqs = parse_selector("pod in (api-2)")
     values = with_provider(
-        prom, lambda p: p.pods_by_selector("lensing", "http_requests_per_second", "app=api", reqs), StandInPods()
+        prom,
+        lambda p: p.metric_for_selector("lensing", "pods", parse_selector("app=api"), "http_requests_per_second", reqs),
+        StandInPods(),
     )
     assert [v.name for v in values] == ["api-2"]
     with status(400, "not a Prometheus label name"):
-        bad = parse_selector("app.kubernetes.io/name=api").requirements
-        with_provider(prom, lambda p: p.pods_by_selector("lensing", "http_requests_per_second", "", bad))
+        bad = parse_selector("app.kubernetes.io/name=api")
+        with_provider(
+            prom,
+            lambda p: p.metric_for_selector("lensing", "pods", parse_selector(""), "http_requests_per_second", bad),
+        )
 
 
 def test_unknown_metric(prometheus: tuple[PrometheusServer, RequestCounterServer]) -> None:
     prom, _app = prometheus
     with status(404, "could not find the metric nope for pods"):
-        with_provider(prom, lambda p: p.pods_by_selector("lensing", "nope", ""))
+        with_provider(prom, lambda p: p.metric_for_selector("lensing", "pods", parse_selector(""), "nope"))
 
 
 def test_external_metric_from_promql(prometheus: tuple[PrometheusServer, RequestCounterServer]) -> None:
@@ -182,20 +209,20 @@ def test_external_metric_from_promql(prometheus: tuple[PrometheusServer, Request
         client = PrometheusClient(prom.url, cache_seconds=0)
         try:
             external = PromExternalMetrics(parse_rules(TEST_RULES), client)
-            everything = await external.items("default", "api_requests_per_second", ())
-            staging = await external.items(
-                "default", "api_requests_per_second", parse_selector("namespace=staging").requirements
+            everything = await external.external_metric("default", "api_requests_per_second", parse_selector(""))
+            staging = await external.external_metric(
+                "default", "api_requests_per_second", parse_selector("namespace=staging")
             )
             return everything, staging
         finally:
             await client.close()
 
     everything, staging = asyncio.run(main())
-    assert [v["metricLabels"] for v in everything] == [{"namespace": "lensing"}, {"namespace": "staging"}]
-    assert close_to(float(parse_quantity(everything[0]["value"])), 18.25)
-    assert close_to(float(parse_quantity(everything[1]["value"])), 100.0)
-    assert [v["metricLabels"] for v in staging] == [{"namespace": "staging"}]
-    assert {v["metricName"] for v in everything} == {"api_requests_per_second"}
+    assert [v.labels for v in everything] == [{"namespace": "lensing"}, {"namespace": "staging"}]
+    assert close_to(everything[0].value, 18.25)
+    assert close_to(everything[1].value, 100.0)
+    assert [v.labels for v in staging] == [{"namespace": "staging"}]
+    assert {v.metric for v in everything} == {"api_requests_per_second"}
 
 
 def test_prometheus_stopped_is_unavailable_never_zero(
@@ -205,9 +232,9 @@ def test_prometheus_stopped_is_unavailable_never_zero(
     prom, _app = prometheus
     prom.stop()
     for call in (
-        lambda p: p.pods_by_selector("lensing", "http_requests_per_second", "app=api"),
-        lambda p: p.pod_by_name("lensing", "api-0", "http_requests_per_second"),
-        lambda p: p.namespace_metric("lensing", "http_requests_per_second"),
+        lambda p: p.metric_for_selector("lensing", "pods", parse_selector("app=api"), "http_requests_per_second"),
+        lambda p: p.metric_for_object("lensing", "pods", "api-0", "http_requests_per_second"),
+        lambda p: p.metric_for_object("lensing", "namespaces", "lensing", "http_requests_per_second"),
     ):
         with status(503, "unable to fetch metrics from Prometheus"):
             with_provider(prom, call, StandInPods())  # type: ignore[arg-type]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from adapter.api import go_json, not_found, rfc3339
-from adapter.authz import request_info
+from adapter.apiserver.request import request_info
+from adapter.apiserver.status import not_found
+from adapter.apiserver.wire import go_json, rfc3339
 from adapter.cli import build_parser, duration, main
 from adapter.config import ConfigError, parse_config
 from lensing_harness.adapter_process import hpa_desired_replicas, hpa_line
@@ -53,12 +54,13 @@ def test_request_info_like_the_api_server() -> None:
 
 def test_go_json_and_status() -> None:
     assert go_json({"message": "a<b & c>d", "n": 1}) == b'{"message":"a\\u003cb \\u0026 c\\u003ed","n":1}\n'
-    assert not_found("external.metrics.k8s.io", "celery_queue_x", "celery_queue_x").status() == {
+    message = "the server could not find the metric celery_queue_x"
+    assert not_found(message, group="external.metrics.k8s.io", metric="celery_queue_x").status() == {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
         "status": "Failure",
-        "message": 'celery_queue_x.external.metrics.k8s.io "celery_queue_x" not found',
+        "message": message,
         "reason": "NotFound",
         "details": {"name": "celery_queue_x", "group": "external.metrics.k8s.io", "kind": "celery_queue_x"},
         "code": 404,
@@ -123,11 +125,9 @@ def test_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_adapter_metric_families_are_in_the_catalog() -> None:
-    from prometheus_client.registry import CollectorRegistry
-
+    from adapter.apiserver.metrics import AdapterStats
     from adapter.config import single_broker
-    from adapter.external import BrokerBinding, BrokerHealthCollector, ExternalMetricsProvider
-    from adapter.metrics import AdapterStats, StatsCollector
+    from adapter.providers.brokers import BrokerBinding, BrokerHealthCollector, BrokerMetrics
     from lensing_core.brokers import BrokerSnapshot
     from lensing_core.catalog import ADAPTER
     from lensing_core.poller import BrokerPoller, PollState
@@ -143,13 +143,12 @@ def test_adapter_metric_families_are_in_the_catalog() -> None:
 
     poller = BrokerPoller(Reader(), 1.0)  # type: ignore[arg-type]
     poller._state = PollState(True, BrokerSnapshot({}, 0.0, 0.0), None, None, 0.0)
-    provider = ExternalMetricsProvider([BrokerBinding(single_broker("redis://x", [], []), poller)])
+    provider = BrokerMetrics([BrokerBinding(single_broker("redis://x", [], []), poller)])
     stats = AdapterStats()
     stats.request(200, "value", 0.001)
     stats.authn("x509", "success")
     stats.authz("allow", "always-allow-group")
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(stats))
+    registry = stats.registry
     registry.register(BrokerHealthCollector(provider))
     names = {metric.name for metric in registry.collect()}
     expected = {name.removesuffix("_total") for name, spec in ADAPTER.items() if "prometheus" not in name}

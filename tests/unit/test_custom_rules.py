@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapter.custom_rules import RuleError, default_rules, label_matchers, parse_rules, render, window_seconds
+from adapter.providers.rules import RuleError, default_rules, label_matchers, parse_rules, render, window_seconds
 from adapter.selectors import parse_selector
 
 

@@ -3,48 +3,43 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.registry import Collector
 
 from adapter import custom_cli
-from adapter.api import ApiRequest, APIResource
+from adapter.apiserver.groups import ExternalMetricsAPI
+from adapter.apiserver.request import ApiRequest
 from adapter.cli import build_parser
 from adapter.config import ConfigError, load_config
-from adapter.custom_rules import parse_rules
-from adapter.prom_external import ExternalWithPromQL, PromExternalMetrics
-from adapter.prometheus import PrometheusClient
+from adapter.providers.interface import ExternalValue, Passive
+from adapter.providers.prometheus import PrometheusClient
+from adapter.providers.promql import PromExternalMetrics
+from adapter.providers.rules import parse_rules
+from adapter.selectors import Selector
+
+VALUES = "/apis/external.metrics.k8s.io/v1beta1/namespaces/default"
 
 
-class Brokers:
-    group = "external.metrics.k8s.io"
-    versions: tuple[str, ...] = ("v1beta1",)
+class Brokers(Passive):
+    source = "the brokers"
 
     def __init__(self) -> None:
-        self.asked: list[ApiRequest] = []
+        self.asked: list[tuple[str, str, Selector]] = []
 
-    def resources(self, version: str) -> Sequence[APIResource]:
-        return [APIResource("celery_queue_length", "ExternalMetricValueList")]
+    def list_metrics(self) -> Sequence[str]:
+        return ["celery_queue_length"]
 
-    async def get(self, request: ApiRequest) -> dict[str, Any]:
-        self.asked.append(request)
-        return {"from": "brokers"}
+    def answer_version(self, namespace: str, metric: str) -> None:
+        return None
 
-    def collectors(self) -> Iterable[Collector]:
-        return []
-
-    def readiness(self) -> tuple[bool, str]:
-        return True, "ok"
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
+    async def external_metric(self, namespace: str, metric: str, selector: Selector) -> list[ExternalValue]:
+        self.asked.append((namespace, metric, selector))
+        return [ExternalValue(metric, {"from": "brokers"}, 0.0, 1)]
 
 
 def promql(names: Sequence[str]) -> PromExternalMetrics:
@@ -54,16 +49,16 @@ def promql(names: Sequence[str]) -> PromExternalMetrics:
 
 def test_external_group_lists_both_and_sends_broker_metrics_to_the_brokers() -> None:
     brokers = Brokers()
-    group = ExternalWithPromQL(brokers, promql(["api_5xx_per_second"]))
+    group = ExternalMetricsAPI([brokers, promql(["api_5xx_per_second"])])
     assert [r.name for r in group.resources("v1beta1")] == ["api_5xx_per_second", "celery_queue_length"]
-    request = ApiRequest("v1beta1", ("namespaces", "default", "celery_queue_length"))
-    assert asyncio.run(group.get(request)) == {"from": "brokers"}
-    assert brokers.asked == [request]
+    body = json.loads(asyncio.run(group.get(ApiRequest("GET", f"{VALUES}/celery_queue_length"), "v1beta1")))
+    assert body["items"][0]["metricLabels"] == {"from": "brokers"}
+    assert brokers.asked == [("default", "celery_queue_length", Selector())]
 
 
 def test_a_promql_metric_may_not_shadow_a_broker_metric() -> None:
-    with pytest.raises(ValueError, match="celery_queue_length is already served from the brokers"):
-        ExternalWithPromQL(Brokers(), promql(["celery_queue_length"]))
+    with pytest.raises(ValueError, match="externalMetrics: celery_queue_length is already served from the brokers"):
+        ExternalMetricsAPI([Brokers(), promql(["celery_queue_length"])])
 
 
 def args(*argv: str) -> Any:
@@ -72,7 +67,7 @@ def args(*argv: str) -> Any:
 
 def test_without_prometheus_url_no_custom_group(tmp_path: Path) -> None:
     setup = custom_cli.build(args())
-    assert setup.groups() == [] and setup.prometheus is None
+    assert setup.apis() == [] and setup.external_providers() == [] and setup.prometheus is None
     config = tmp_path / "adapter.yaml"
     config.write_text(yaml.safe_dump({"externalMetrics": [{"name": "x", "query": "vector(1)"}]}))
     with pytest.raises(ConfigError, match="need --prometheus-url"):
@@ -82,13 +77,12 @@ def test_without_prometheus_url_no_custom_group(tmp_path: Path) -> None:
 def test_default_rules_with_prometheus_url() -> None:
     setup = custom_cli.build(args("--prometheus-url", "http://127.0.0.1:9090", "--lister-kubeconfig", ""))
     try:
-        (group,) = setup.groups()
+        (group,) = setup.apis()
         assert [r.name for r in group.resources("v1beta2")] == [
             "pods/http_requests_per_second",
             "namespaces/http_requests_per_second",
         ]
-        brokers = Brokers()
-        assert setup.external(brokers) is brokers  # no externalMetrics: the broker group as it is
+        assert setup.external_providers() == []  # no externalMetrics: the brokers alone
     finally:
         asyncio.run(setup.close())
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from adapter.kubeapi import KubeAPIError
-from adapter.pods import KubePodLister, PodListError
+from adapter.providers.pods import KubePodLister, PodListError
 
 
 class StubKube:

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from adapter.prometheus import PrometheusClient, PrometheusError
+from adapter.providers.prometheus import PrometheusClient, PrometheusError
 from tests.support.services import free_port
 
 VECTOR = {

@@ -1,5 +1,5 @@
-"""The HTTPS server: routing, authentication and authorization of every request, discovery for every
-registered API group, ``metav1.Status`` errors, health and the adapter's own /metrics.
+"""The HTTPS server: every request parsed once (:class:`ApiRequest`), authenticated, authorized and routed
+to discovery, a metrics API group, health or the adapter's own /metrics; errors answered as ``metav1.Status``.
 
 Every answer is JSON whatever the ``Accept`` header says: the HPA controller asks for protobuf first and
 takes JSON, kubectl asks for aggregated discovery first and falls back to the plain lists.
@@ -11,36 +11,35 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector
 
-from adapter.api import (
+from adapter.apiserver.groups import MetricsAPI
+from adapter.apiserver.metrics import AdapterStats
+from adapter.apiserver.request import ApiRequest
+from adapter.apiserver.status import (
     ApiError,
-    ApiRequest,
-    GroupProvider,
-    api_group_list,
-    api_group_object,
-    api_resource_list,
-    go_json,
-    status_body,
+    forbidden,
+    internal_error,
+    method_not_allowed,
+    not_found,
+    service_unavailable,
+    unauthorized,
 )
+from adapter.apiserver.wire import api_group_list, api_group_object, api_resource_list, go_json
 from adapter.authn import Authenticator
 from adapter.authz import AuthorizationUnavailable, Authorizer, forbidden_message
-from adapter.metrics import AdapterStats, StatsCollector
+from adapter.providers.interface import Lifecycle
 from lensing_core.net import serve_until
 
 log = logging.getLogger(__name__)
 
 HEALTH_PATHS = ("/healthz", "/livez", "/readyz")
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-cache, private"}
-
-
-def _not_found() -> ApiError:
-    return ApiError(404, "NotFound", "the server could not find the requested resource")
 
 
 def _kind(path: str) -> str:
@@ -65,25 +64,29 @@ def error_response(error: ApiError) -> web.Response:
 
 class AdapterServer:
     def __init__(
-        self,
-        providers: Sequence[GroupProvider],
-        authenticator: Authenticator,
-        authorizer: Authorizer,
-        stats: AdapterStats,
+        self, apis: Sequence[MetricsAPI], authenticator: Authenticator, authorizer: Authorizer, stats: AdapterStats
     ) -> None:
-        self.providers: dict[str, GroupProvider] = {}
-        for provider in providers:
-            if provider.group in self.providers:
-                raise ValueError(f"two providers for API group {provider.group}")
-            self.providers[provider.group] = provider
+        self.apis: dict[str, MetricsAPI] = {}
+        for api in apis:
+            if api.group in self.apis:
+                raise ValueError(f"two providers for API group {api.group}")
+            self.apis[api.group] = api
         self.authenticator = authenticator
         self.authorizer = authorizer
         self.stats = stats
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(StatsCollector(stats))
-        for provider in providers:
-            for collector in provider.collectors():
+        self.registry = stats.registry
+        registered: set[int] = set()
+        for collector in self._collectors():
+            if id(collector) not in registered:  # a client shared by two providers is scraped once
+                registered.add(id(collector))
                 self.registry.register(collector)
+
+    def _lifecycles(self) -> list[tuple[str, Lifecycle]]:
+        return [(api.group, provider) for api in self.apis.values() for provider in api.providers()]
+
+    def _collectors(self) -> Iterable[Collector]:
+        for _group, provider in self._lifecycles():
+            yield from provider.collectors()
 
     # -- plumbing ----------------------------------------------------------------------------------
     def web_server(self) -> web.Server:
@@ -96,41 +99,41 @@ class AdapterServer:
         path = request.path
         response: web.StreamResponse
         try:
-            response = await self._serve(request, path)
+            response = await self._serve(request, ApiRequest(request.method, path, request.query_string))
         except ApiError as error:
             response = error_response(error)
         except Exception:  # a bug answers 500 with a one-line Status; the traceback goes to the log only
             log.exception("internal error answering %s %s", request.method, path[:200])
-            response = json_response(
-                status_body(500, "InternalError", "Internal error occurred: see the adapter's log"), 500
-            )
+            response = error_response(internal_error("Internal error occurred: see the adapter's log"))
         self.stats.request(response.status, _kind(path), time.perf_counter() - started)
         return response
 
-    async def _serve(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
-        if not self.authorizer.path_always_allowed(path):
+    async def _serve(self, request: web.BaseRequest, api_request: ApiRequest) -> web.StreamResponse:
+        if not self.authorizer.path_always_allowed(api_request.path):
             ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
             der = ssl_object.getpeercert(binary_form=True) if isinstance(ssl_object, ssl.SSLObject) else None
             user = await self.authenticator.authenticate(der, request.headers, request.headers)
             if user is None:
-                raise ApiError(401, "Unauthorized", "Unauthorized")
+                raise unauthorized()
+            info = api_request.info
             try:
-                decision, info = await self.authorizer.authorize_request(user, request.method, path)
+                decision = await self.authorizer.authorize(user, info)
             except AuthorizationUnavailable as exc:
-                raise ApiError(503, "ServiceUnavailable", str(exc)) from None
+                raise service_unavailable(str(exc)) from None
             if not decision.allowed:
                 details = {"group": info.api_group, "kind": info.resource} if info.is_resource else None
                 if details and info.name:
                     details = {"name": info.name, **details}
-                raise ApiError(403, "Forbidden", forbidden_message(user, info, decision.reason), details)
+                raise forbidden(forbidden_message(user, info, decision.reason), details)
         else:
             self.stats.authz("allow", "always-allow-path")
         if request.method not in ("GET", "HEAD"):
-            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
-        return await self._route(request, path)
+            raise method_not_allowed()
+        return await self._route(request, api_request)
 
     # -- routes ------------------------------------------------------------------------------------
-    async def _route(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
+    async def _route(self, request: web.BaseRequest, api_request: ApiRequest) -> web.StreamResponse:
+        path = api_request.path
         if path in ("/healthz", "/livez"):
             return web.Response(text="ok")
         if path == "/readyz":
@@ -138,46 +141,48 @@ class AdapterServer:
         if path == "/metrics":
             encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
             return web.Response(body=encoder(self.registry), headers={"Content-Type": content_type})
-        segments = path.split("/")[1:]
+        segments = api_request.segments
         if not segments or segments[0] != "apis" or "" in segments[1:]:
-            raise _not_found()
+            raise not_found()
         if len(segments) == 1:
-            return json_response(api_group_list(self.providers.values()))
-        provider = self.providers.get(segments[1])
-        if provider is None:
-            raise _not_found()
+            return json_response(api_group_list((api.group, api.versions) for api in self.apis.values()))
+        api = self.apis.get(segments[1])
+        if api is None:
+            raise not_found()
         if len(segments) == 2:
-            return json_response(api_group_object(provider))
+            return json_response(api_group_object(api.group, api.versions))
         version = segments[2]
-        if version not in provider.versions:
-            raise _not_found()
+        if version not in api.versions:
+            raise not_found()
         if len(segments) == 3:
-            return json_response(api_resource_list(provider, version))
-        answer = await provider.get(ApiRequest(version, tuple(segments[3:]), request.query_string))
-        if isinstance(answer, bytes):
-            return web.Response(body=answer, headers=JSON_HEADERS)
-        return json_response(answer)
+            return json_response(api_resource_list(api.group, version, api.resources(version)))
+        return web.Response(body=await api.get(api_request, version), headers=JSON_HEADERS)
 
     def _readyz(self) -> web.Response:
         lines, ready = [], True
-        for provider in self.providers.values():
-            ok, why = provider.readiness()
+        for api in self.apis.values():
+            reports = [r for r in (p.readiness() for p in api.providers()) if r is not None]
+            if not reports:
+                continue
+            ok = all(r[0] for r in reports)
             ready &= ok
-            lines.append(f"[{'+' if ok else '-'}]{provider.group} {'ok' if ok else 'failed'}: {why}")
+            lines.append(
+                f"[{'+' if ok else '-'}]{api.group} {'ok' if ok else 'failed'}: {'; '.join(r[1] for r in reports)}"
+            )
         lines.append("readyz check passed" if ready else "readyz check failed")
         return web.Response(status=200 if ready else 503, text="\n".join(lines) + "\n")
 
     # -- running -----------------------------------------------------------------------------------
     def start_providers(self) -> None:
-        for provider in self.providers.values():
+        for _group, provider in self._lifecycles():
             provider.start()
 
     def stop_providers(self) -> None:
-        for provider in self.providers.values():
+        for group, provider in self._lifecycles():
             try:
                 provider.stop()
             except Exception:
-                log.exception("stopping %s failed", provider.group)
+                log.exception("stopping a provider of %s failed", group)
 
     async def serve(self, host: str, port: int, ssl_context: ssl.SSLContext, stop: asyncio.Event) -> None:
         runner = web.ServerRunner(self.web_server(), handle_signals=False)

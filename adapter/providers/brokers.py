@@ -1,4 +1,4 @@
-"""The provider of ``external.metrics.k8s.io/v1beta1``: Celery queue depth from the brokers.
+"""External metrics from the brokers: Celery queue depth.
 
 - ``celery_queue_length{queue}``: messages waiting, every priority summed (as the exporter defines it);
 - ``celery_queue_backlog{queue}``: waiting plus in flight, the work the workers actually have.
@@ -17,15 +17,12 @@ from dataclasses import dataclass
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from adapter.api import ApiError, ApiRequest, APIResource, bad_request, go_json, rfc3339, service_unavailable
 from adapter.config import ANY_NAMESPACE, BrokerConfig
-from adapter.quantity import format_quantity
-from adapter.selectors import Selector, SelectorError, parse_selector
+from adapter.providers.interface import ExternalValue, MetricNotFound, Unavailable
+from adapter.selectors import Selector
 from lensing_core.brokers import BrokerSnapshot, QueueDepth, open_reader
 from lensing_core.poller import BrokerPoller
 
-GROUP = "external.metrics.k8s.io"
-VERSION = "v1beta1"
 QUEUE_LABEL = "queue"
 
 #: metric name -> the value of one queue (None: this broker cannot tell)
@@ -34,7 +31,6 @@ METRICS: dict[str, Callable[[QueueDepth], int | None]] = {
     "celery_queue_length": lambda depth: depth.waiting,
 }
 EMPTY_QUEUE = QueueDepth(waiting=0, inflight=0)
-ANSWER_CACHE_LIMIT = 1024
 
 
 @dataclass(slots=True)
@@ -53,9 +49,8 @@ def open_bindings(brokers: Sequence[BrokerConfig], poll_interval: float) -> list
     return bindings
 
 
-class ExternalMetricsProvider:
-    group = GROUP
-    versions: tuple[str, ...] = (VERSION,)
+class BrokerMetrics:
+    source = "the brokers"
 
     def __init__(
         self, bindings: Sequence[BrokerBinding], max_staleness: float = 10.0, clock: Callable[[], float] = time.time
@@ -63,8 +58,6 @@ class ExternalMetricsProvider:
         self.bindings = list(bindings)
         self.max_staleness = max_staleness
         self.clock = clock
-        # (binding name, metric, query string) -> (the snapshot it was computed from, the encoded answer)
-        self._answers: dict[tuple[str, str, str], tuple[BrokerSnapshot, bytes]] = {}
         self._by_namespace: dict[str, BrokerBinding] = {}
         for binding in self.bindings:
             for namespace in binding.config.namespaces:
@@ -73,89 +66,54 @@ class ExternalMetricsProvider:
     def binding_for(self, namespace: str) -> BrokerBinding | None:
         return self._by_namespace.get(namespace) or self._by_namespace.get(ANY_NAMESPACE)
 
-    # -- discovery ---------------------------------------------------------------------------------
-    def resources(self, version: str) -> list[APIResource]:
-        return [APIResource(name, "ExternalMetricValueList") for name in sorted(METRICS)]
+    def list_metrics(self) -> list[str]:
+        return sorted(METRICS)
 
-    # -- values ------------------------------------------------------------------------------------
-    async def get(self, request: ApiRequest) -> bytes:
-        segments = request.segments
-        if len(segments) != 3 or segments[0] != "namespaces":
-            raise ApiError(
-                404,
-                "NotFound",
-                "the server could not find the requested resource "
-                f"(served: /apis/{GROUP}/{VERSION}/namespaces/NAMESPACE/METRIC)",
-            )
-        namespace, metric = segments[1], segments[2]
-        value_of = METRICS.get(metric)
-        if value_of is None:
-            raise ApiError(
-                404,
-                "NotFound",
-                f"the server could not find the metric {metric} (served: {', '.join(sorted(METRICS))})",
-                {"name": metric, "group": GROUP, "kind": metric},
-            )
+    def answer_version(self, namespace: str, metric: str) -> BrokerSnapshot:
+        """The broker's last good read: answers computed from the same read are the same."""
+        return self._fresh_read(namespace, metric)[1]
+
+    def _fresh_read(self, namespace: str, metric: str) -> tuple[BrokerBinding, BrokerSnapshot]:
         binding = self.binding_for(namespace)
         if binding is None:
-            self._selector(request)  # a bad selector is a 400 wherever it is sent
-            raise ApiError(
-                404,
-                "NotFound",
-                f'no broker serves namespace "{namespace}": its metrics are not available',
-                {"name": metric, "group": GROUP, "kind": metric},
-            )
+            raise MetricNotFound(f'no broker serves namespace "{namespace}": its metrics are not available', metric)
         state = binding.poller.state
         snapshot = state.snapshot
         if snapshot is None:
-            raise service_unavailable(
+            raise Unavailable(
                 f"broker {binding.config.name!r} has not been read yet ({state.last_error or 'starting'})"
             )
         age = self.clock() - snapshot.read_at
         if age > self.max_staleness:
-            raise service_unavailable(
+            raise Unavailable(
                 f"the last good read of broker {binding.config.name!r} is {age:.1f}s old "
                 f"(--max-staleness {self.max_staleness:g}s): {state.last_error or 'no read since'}"
             )
-        key = (binding.config.name, metric, request.query_string)
-        cached = self._answers.get(key)
-        if cached is not None and cached[0] is snapshot:
-            return cached[1]  # the same question about the same read: the same bytes
-        selector = self._selector(request)
+        return binding, snapshot
+
+    async def external_metric(self, namespace: str, metric: str, selector: Selector) -> list[ExternalValue]:
+        value_of = METRICS.get(metric)
+        if value_of is None:
+            raise MetricNotFound(f"the server could not find the metric {metric}", metric)
+        binding, snapshot = self._fresh_read(namespace, metric)
         queues = dict(snapshot.queues)
         for named in selector.named_values(QUEUE_LABEL):
             queues.setdefault(named, EMPTY_QUEUE)  # an empty Redis list has no key: the queue is 0, not missing
-        timestamp = rfc3339(snapshot.read_at)
-        items = []
+        values = []
         for queue in sorted(queues):
             labels = {QUEUE_LABEL: queue}
             if not selector.matches(labels):
                 continue
             value = value_of(queues[queue])
             if value is None:
-                raise service_unavailable(
+                raise Unavailable(
                     f"broker {binding.config.name!r} does not report in-flight messages, which {metric} counts "
                     "(RabbitMQ: add the transport option management_url); celery_queue_length is served"
                 )
-            items.append(
-                {"metricName": metric, "metricLabels": labels, "timestamp": timestamp, "value": format_quantity(value)}
-            )
-        body = go_json(
-            {"kind": "ExternalMetricValueList", "apiVersion": f"{GROUP}/{VERSION}", "metadata": {}, "items": items}
-        )
-        if len(self._answers) >= ANSWER_CACHE_LIMIT:
-            self._answers.clear()  # bounded: distinct questions beyond this just cost a recomputation
-        self._answers[key] = (snapshot, body)
-        return body
+            values.append(ExternalValue(metric, labels, snapshot.read_at, value))
+        return values
 
-    @staticmethod
-    def _selector(request: ApiRequest) -> Selector:
-        try:
-            return parse_selector(request.query.get("labelSelector", ""))
-        except SelectorError as exc:
-            raise bad_request(f"invalid labelSelector: {exc}") from None
-
-    # -- health ------------------------------------------------------------------------------------
+    # -- lifecycle ---------------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:
         now, problems = self.clock(), []
         for binding in self.bindings:
@@ -177,7 +135,7 @@ class ExternalMetricsProvider:
 
 
 class BrokerHealthCollector(Collector):
-    def __init__(self, provider: ExternalMetricsProvider) -> None:
+    def __init__(self, provider: BrokerMetrics) -> None:
         self.provider = provider
 
     def collect(self) -> Iterator[Metric]:

@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from adapter.cache import TTLCache
+from adapter.providers.interface import InternalError, ProviderError, Unavailable
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RESULTS = ("success", "error", "timeout", "cached", "coalesced")
@@ -31,6 +32,13 @@ class PrometheusError(Exception):
         super().__init__(message)
         self.reason = reason  # "error" or "timeout": the result label of the failure
         self.bad_query = bad_query  # Prometheus refused the expression itself (a rule to fix, not an outage)
+
+
+def prometheus_failure(exc: PrometheusError) -> ProviderError:
+    """503 when Prometheus is down or slow; 500 when it refused the configured query itself."""
+    if exc.bad_query:
+        return InternalError(f"the configured query was refused by Prometheus: {exc}")
+    return Unavailable(f"unable to fetch metrics from Prometheus: {exc}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,7 @@ class QueryStats:
         self.counts: dict[str, int] = dict.fromkeys(RESULTS, 0)
         self._buckets = [0] * (len(DURATION_BUCKETS) + 1)
         self._sum = 0.0
+        self._collector = _StatsCollector(self)
 
     def count(self, result: str) -> None:
         self.counts[result] += 1
@@ -68,7 +77,8 @@ class QueryStats:
         self._buckets[-1] += 1
 
     def collector(self) -> Collector:
-        return _StatsCollector(self)
+        """Always the same one: every provider sharing this client names it, the server registers it once."""
+        return self._collector
 
     def histogram(self) -> tuple[list[tuple[str, float]], float]:
         cumulative, running = [], 0
