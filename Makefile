@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
 LINT_PATHS := exporter adapter lensing_metrics tests dashboards $(wildcard benchmarks scripts/*.py)
 
-.PHONY: demo test venv tools lint typecheck unit bench clean chart-files
+.PHONY: demo test venv tools lint typecheck unit bench clean chart-files rules-mutation
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,13 @@ lint: venv
 chart-files: venv
 	$(PY) scripts/sync_chart_files.py
 
-## test: environment, tools, lint, types, and the whole suite (CI=true turns a skip into a failure).
-test: venv tools lint chart-files
+## rules-mutation: change each threshold, `for` and comparison of alerts/ one at a time; the promtool tests must
+## catch at least 90% (scripts/mutate-rules.py; about a minute on 2 cores).
+rules-mutation: venv tools
+	$(PY) scripts/mutate-rules.py --jobs 2 --min-kill 0.9
+
+## test: environment, tools, lint, types, the rule mutation check, and the whole suite (CI=true turns a skip into a failure).
+test: venv tools lint chart-files rules-mutation
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: venv
