@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
 LINT_PATHS := lensing_core lensing_sources exporter adapter lensing_metrics lensing_harness tests dashboards $(wildcard benchmarks scripts/*.py)
 
-.PHONY: demo test venv tools lint typecheck unit bench clean chart-files chart-docs
+.PHONY: demo test venv tools lint typecheck unit bench clean chart-files chart-docs rules-mutation
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +44,13 @@ chart-files: venv
 chart-docs: tools
 	.tools/bin/helm-docs --chart-search-root charts --template-files README.md.gotmpl --output-file README.md
 
-## test: environment, tools, lint, types, and the whole suite (CI=true turns a skip into a failure).
-test: venv tools lint chart-files
+## rules-mutation: change each threshold, `for` and comparison of alerts/ one at a time; the promtool tests must
+## catch at least 90% (scripts/mutate-rules.py; about a minute on 2 cores).
+rules-mutation: venv tools
+	$(PY) scripts/mutate-rules.py --jobs 2 --min-kill 0.9
+
+## test: environment, tools, lint, types, the rule mutation check, and the whole suite (CI=true turns a skip into a failure).
+test: venv tools lint chart-files rules-mutation
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: venv
