@@ -3,6 +3,7 @@
 # go.mod) into a machine-wide cache outside the checkout, keyed by those versions, so fresh clones reuse them.
 # Idempotent: prints the folder and returns at once when the binaries are already there.
 #   LENSING_K8S_CACHE  cache root (default /var/cache/lensing-metrics/k8s, or ~/.cache/... when that is not writable)
+#   --check            print the folder when the binaries are there, else exit 1 without building (the test fixture)
 set -euo pipefail
 cd "$(dirname "$0")/../tests/k8s"
 log() { printf 'build-k8s: %s\n' "$*" >&2; }
@@ -19,17 +20,25 @@ key="kubernetes-${k8s_version}_etcd-${etcd_version}_${go_version}"
 out="$root/$key"
 binaries=(etcd kube-apiserver kube-controller-manager)
 
-complete=true
-for b in "${binaries[@]}"; do [ -x "$out/bin/$b" ] || complete=false; done
-if $complete; then
+built() {
+  for b in "${binaries[@]}"; do [ -x "$out/bin/$b" ] || return 1; done
+}
+reuse() {
   log "reusing $out/bin (kubernetes $k8s_version, etcd $etcd_version)"
   echo "$out/bin"
   exit 0
+}
+if [ "${1:-}" = --check ]; then
+  built || { log "not built yet: $out/bin (run scripts/build-k8s.sh or make tools)"; exit 1; }
+  echo "$out/bin"
+  exit 0
 fi
+built && reuse
 
 mkdir -p "$root"
 exec 9>"$root/.lock"
 flock 9
+built && reuse  # another run built it while this one waited for the lock
 tmp="$out.tmp.$$"
 rm -rf "$tmp" && mkdir -p "$tmp/bin"
 log "building kubernetes $k8s_version and etcd $etcd_version with $go_version into $out (cold: tens of minutes on 2 cores)"
