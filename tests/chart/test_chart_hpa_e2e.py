@@ -27,7 +27,7 @@ import yaml
 from adapter.demo_support import RunningAdapter, hpa_desired_replicas, start_adapter
 from adapter.quantity import parse_quantity
 from tests.adapter.conftest import kubectl
-from tests.adapter.kube_standin import KubeStandIn
+from tests.adapter.faulty_kube_api import FaultyKubeAPI
 from tests.chart.conftest import CHART, NAMESPACE, ROOT, Doc, Render, render
 from tests.support.prometheus import prometheus_scraping, short_window_rules
 from tests.support.services import claimed_redis_db, wait_for
@@ -115,7 +115,7 @@ def local_env(r: Render, adapter: Doc) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir: Path = tmp_path_factory.mktemp("chart-hpa")
-    kube = KubeStandIn({}, lambda _spec: False, pods=PODS).start()
+    kube = FaultyKubeAPI(pods=PODS).start()
     lister = kube.kubeconfig(workdir / "lister.kubeconfig")
     try:
         with claimed_redis_db() as db, prometheus_scraping(RATES) as (prom, _app):
