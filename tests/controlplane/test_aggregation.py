@@ -123,6 +123,7 @@ def test_values_from_redis_through_kube_apiserver(reg: Registration) -> None:
     client = redis.Redis.from_url(reg.broker.url)
     client.rpop("analyses")
     client.close()
+    wait_for(lambda: items_of(reg.plane.get(LENGTH).body)[0]["value"] == "7", timeout=15, interval=0.3, what="7 again")
     # the aggregator came as a front proxy: its certificate, the user in X-Remote-User
     assert reg.metric_value("lensing_adapter_authentication_total", method="front-proxy", result="success") > before
 
@@ -214,14 +215,8 @@ def test_rbac_through_the_aggregator(reg: Registration) -> None:
         return done.returncode == 0 and items_of(json.loads(done.stdout))[0]["value"] == "7"
 
     wait_for(bob_reads, timeout=20, interval=0.5, what="bob reads celery_queue_length through the aggregator")
-    # the adapter asked the real API server (SubjectAccessReview) and was told yes; then it answers from its cache
+    # the adapter asked the real API server (SubjectAccessReview) and was told yes
     assert reg.metric_value("lensing_adapter_authorization_total", decision="allow", source="webhook") > allowed_before
-    cached = reg.metric_value("lensing_adapter_authorization_total", decision="allow", source="cache")
-    for _ in range(3):  # HTTPS as bob, faster than kubectl: well inside the 10 s TTL
-        reply = plane.get(path, user="bob", groups=())
-        assert reply.status == 200 and items_of(reply.body)[0]["value"] == "7"
-    # (other callers, the aggregator's OpenAPI fetches, ask too: the cache count is bob's alone)
-    assert reg.metric_value("lensing_adapter_authorization_total", decision="allow", source="cache") >= cached + 3
     # the Role names one metric: the backlog stays forbidden
     other = plane.kubectl(
         "get",
@@ -290,13 +285,17 @@ def test_token_review_and_cached_decisions_against_the_real_api_server(reg: Regi
 
     plane.kubectl("delete", "serviceaccount", "dashboard", "-n", READER_NAMESPACE)
     deleted_at = time.monotonic()
-    # the real API server refuses the token at once ...
-    review = plane.request(
-        "POST",
-        "/apis/authentication.k8s.io/v1/tokenreviews",
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}},
-    )
-    assert review.status == 201 and review.body["status"].get("authenticated") is not True
+
+    # the real API server refuses the token once its service-account cache has seen the deletion ...
+    def refused_by_the_api_server() -> bool:
+        review = plane.request(
+            "POST",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}},
+        )
+        return review.status == 201 and review.body["status"].get("authenticated") is not True
+
+    wait_for(refused_by_the_api_server, timeout=30, interval=0.3, what="the API server refusing the token")
     # ... the adapter keeps its cached answer (10 s), then asks again and refuses
     wait_for(lambda: direct(reg, path, headers=bearer)[0] == 401, timeout=30, interval=0.5, what="the token refused")
     assert time.monotonic() - deleted_at > 1.0
