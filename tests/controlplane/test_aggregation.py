@@ -164,6 +164,12 @@ def test_front_proxy_settings_come_from_the_real_configmap(reg: Registration) ->
         headers={"X-Remote-User": "admin", "X-Remote-Group": "system:masters"},
     )
     assert status == 200 and items_of(body)[0]["value"] == "7"
+    # the aggregator fetches /openapi/v2 as the bare user system:aggregator: allowed by system:discovery (bound to
+    # system:authenticated, which every authenticated user is in), then 404, which it reads as "no spec"
+    status, body = direct(
+        reg, "/openapi/v2", cert=the_aggregators_cert(reg.plane), headers={"X-Remote-User": "system:aggregator"}
+    )
+    assert status == 404, body
     # a certificate of the same front-proxy CA with a name the ConfigMap does not allow: not a front proxy
     impostor = reg.plane.front_proxy_ca.issue("not-the-aggregator")
     status, body = direct(
