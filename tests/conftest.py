@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.support.controlplane import ControlPlane, ControlPlaneError, k8s_bin_dir
 from tests.support.services import (
     CeleryWorker,
     RedisServer,
@@ -96,3 +100,39 @@ def celery_worker() -> Iterator[Callable[..., CeleryWorker]]:
     yield make
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    """etcd, kube-apiserver and kube-controller-manager, started once per session when a test asks for them
+    (tests/support/controlplane.py); the admin kubeconfig is ``control_plane.admin_kubeconfig``."""
+    bin_dir = k8s_bin_dir()
+    if bin_dir is None:
+        pytest.skip("the control plane is not built: run scripts/build-k8s.sh (make tools does)")
+    workdir = Path(tempfile.mkdtemp(prefix="lm-controlplane-"))
+    plane = ControlPlane(workdir, bin_dir)
+    try:
+        plane.start()
+    except ControlPlaneError as exc:
+        plane.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+        pytest.fail(f"the control plane did not start: {exc}")
+    try:
+        yield plane
+    finally:
+        plane.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test that used the control plane (directly or through a fixture holding it as ``plane``)
+    carries the tails of the components' logs."""
+    report = yield
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            plane = value if isinstance(value, ControlPlane) else getattr(value, "plane", None)
+            if isinstance(plane, ControlPlane):
+                report.sections.append(("control plane logs", plane.logs()))
+                break
+    return report

@@ -1,139 +1,64 @@
-"""TokenReview and SubjectAccessReview against an HTTP stand-in for the Kubernetes API: allow, deny, cache,
-an unavailable authorizer, anonymous requests, and client CAs read from the ConfigMap."""
+"""Authorization when there is no API server to ask, and when the one there is fails: a SubjectAccessReview
+endpoint that errors, answers garbage or hangs (a Kubernetes API faulty on demand). TokenReview,
+SubjectAccessReview, their caches and the client CAs of the extension-apiserver-authentication ConfigMap are
+tested against the real kube-apiserver in tests/controlplane/test_aggregation.py."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from adapter.pki import CertificateAuthority
 from tests.adapter.conftest import VALUES
-from tests.adapter.kube_standin import KubeStandIn
+from tests.adapter.faulty_kube_api import FaultyKubeAPI, ReviewFault
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.integration
 
 LENGTH = f"{VALUES}/default/celery_queue_length?labelSelector=queue%3Danalyses"
-BACKLOG = f"{VALUES}/default/celery_queue_backlog?labelSelector=queue%3Danalyses"
-
-
-def hpa_policy(spec: dict[str, Any]) -> bool:
-    """The HPA controller may read celery_queue_length only."""
-    attrs = spec.get("resourceAttributes") or {}
-    return (
-        spec["user"] == "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
-        and attrs.get("resource") == "celery_queue_length"
-    )
 
 
 @pytest.fixture
-def standin() -> Iterator[KubeStandIn]:
-    server = KubeStandIn(
-        {"hpa-token": {"username": "system:serviceaccount:kube-system:horizontal-pod-autoscaler", "groups": ["hpa"]}},
-        hpa_policy,
-    ).start()
+def faulty() -> Iterator[FaultyKubeAPI]:
+    server = FaultyKubeAPI().start()
     yield server
     server.stop()
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def test_token_review_and_access_review_with_cache(  # type: ignore[no-untyped-def]
-    redis_url: str, standin: KubeStandIn, adapter_factory, client_factory, tmp_path: Path
-) -> None:
-    kubeconfig = standin.kubeconfig(tmp_path / "standin.kubeconfig")
-    adapter = adapter_factory(
-        ["--broker-url", redis_url, "--poll-interval", "0.2"],
-        "--authentication-kubeconfig",
-        str(kubeconfig),
-        "--authorization-webhook-cache-authorized-ttl",
-        "1s",
-        "--authorization-webhook-cache-unauthorized-ttl",
-        "10s",
-    )
-    client = client_factory(adapter, anonymous=True)
-    wait_for(lambda: client.get(LENGTH, bearer("hpa-token")).status == 200, 30, what="allowed")
-    reviews_before = len(standin.access_reviews)
-    for _ in range(5):
-        assert client.get(LENGTH, bearer("hpa-token")).status == 200
-    assert len(standin.access_reviews) == reviews_before  # allow cached
-    assert len(standin.token_reviews) == 1  # token cached
-    spec = standin.access_reviews[0]
-    assert spec["resourceAttributes"] == {
-        "namespace": "default",
-        "verb": "list",
-        "group": "external.metrics.k8s.io",
-        "version": "v1beta1",
-        "resource": "celery_queue_length",
-    }
-    assert spec["groups"] == ["hpa"]
-
-    denied = client.get(BACKLOG, bearer("hpa-token"))
-    assert denied.status == 403 and denied.json()["reason"] == "Forbidden"
-    assert 'cannot list resource "celery_queue_backlog"' in denied.json()["message"]
-    for _ in range(3):
-        assert client.get(BACKLOG, bearer("hpa-token")).status == 403
-    backlog_reviews = [
-        s for s in standin.access_reviews if s["resourceAttributes"]["resource"] == "celery_queue_backlog"
-    ]
-    assert len(backlog_reviews) == 1  # deny cached
-
-    time.sleep(1.5)  # the allow's 1 s TTL has passed: asked again
-    assert client.get(LENGTH, bearer("hpa-token")).status == 200
-    assert len([s for s in standin.access_reviews if s["resourceAttributes"]["resource"] == "celery_queue_length"]) == 2
-
-    assert client.get(LENGTH, bearer("stolen-token")).status == 401
-    anonymous = client.get(LENGTH)
-    assert anonymous.status == 401 and anonymous.json() == {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": "Unauthorized",
-        "reason": "Unauthorized",
-        "code": 401,
-    }
-    assert client.get("/healthz").status == 200  # always-allowed path, no credentials needed
-    assert client.get("/metrics").status == 401
-
-    standin.fail_reviews = True
-    unavailable = client.get(f"{VALUES}/lensing/celery_queue_length", bearer("hpa-token"))
-    assert unavailable.status == 503 and "Retry-After" not in unavailable.headers
-    metrics = client_factory(adapter).get("/metrics").body.decode()
-    assert 'lensing_adapter_authorization_total{decision="deny",source="cache"} 3.0' in metrics
-    assert 'lensing_adapter_authentication_total{method="token",result="success"}' in metrics
-
-
 def test_no_cluster_means_only_always_allowed(redis_url: str, adapter_factory, client_factory) -> None:  # type: ignore[no-untyped-def]
-    adapter = adapter_factory(["--broker-url", redis_url])
+    adapter = adapter_factory(["--broker-url", redis_url, "--queue", "analyses"])
     member = client_factory(adapter, adapter.client_ca.issue("carol", ["developers"]))
     reply = member.get(LENGTH)
     assert reply.status == 403
     assert reply.json()["details"] == {"group": "external.metrics.k8s.io", "kind": "celery_queue_length"}
-    assert client_factory(adapter).get(LENGTH).status in (200, 503)  # system:masters: allowed
+    # system:masters is allowed without asking: the (empty) queue's value
+    wait_for(lambda: client_factory(adapter).get(LENGTH).status == 200, 30, what="the first broker read")
+    assert client_factory(adapter).get(LENGTH).json()["items"][0]["value"] == "0"
 
 
-def test_client_ca_from_the_configmap(  # type: ignore[no-untyped-def]
-    redis_url: str, standin: KubeStandIn, adapter_factory, client_factory, tmp_path: Path
+@pytest.mark.parametrize("fault", ["error", "garbage", "hang"])
+def test_a_failing_access_review_is_503_never_a_guess(  # type: ignore[no-untyped-def]
+    fault: ReviewFault, redis_url: str, faulty: FaultyKubeAPI, adapter_factory, client_factory, tmp_path: Path
 ) -> None:
-    cluster_ca = CertificateAuthority("cluster-ca")
-    standin.configmap_data = {
-        "client-ca-file": cluster_ca.cert_pem.decode(),
-        "requestheader-client-ca-file": "",
-        "requestheader-allowed-names": "[]",
-    }
+    faulty.review_fault = fault
     adapter = adapter_factory(
-        ["--broker-url", redis_url],
-        "--authentication-kubeconfig",
-        str(standin.kubeconfig(tmp_path / "standin.kubeconfig")),
-        client_ca=cluster_ca,
-        client_ca_flag=False,
+        ["--broker-url", redis_url, "--queue", "analyses"],
+        "--authorization-kubeconfig",
+        str(faulty.kubeconfig(tmp_path / "faulty.kubeconfig")),
     )
-    client = client_factory(adapter, cluster_ca.issue("admin", ["system:masters"]))
-    assert wait_for(lambda: client.get(LENGTH).status in (200, 503), 30, what="accepted by the ConfigMap CA")
+    wait_for(lambda: client_factory(adapter).get(LENGTH).status == 200, 30, what="the first broker read")
+    member = client_factory(adapter, adapter.client_ca.issue("carol", ["developers"]))
+    started = time.monotonic()
+    reply = member.get(LENGTH)
+    assert reply.status == 503, reply.body
+    assert reply.json()["reason"] == "ServiceUnavailable" and "authorization is unavailable" in reply.json()["message"]
+    assert "Retry-After" not in reply.headers
+    assert time.monotonic() - started < 15  # a hanging review ends at the client's 10 s timeout
+    assert faulty.access_reviews >= 1
+    if fault != "hang":  # a failure is not cached: the next request asks again
+        before = faulty.access_reviews
+        assert member.get(LENGTH).status == 503
+        assert faulty.access_reviews > before
+    assert client_factory(adapter, anonymous=True).get("/healthz").status == 200

@@ -16,7 +16,7 @@ import yaml
 from adapter.quantity import parse_quantity
 from lensing_harness.adapter_process import RunningAdapter, start_adapter
 from tests.adapter.conftest import Client, kubectl
-from tests.adapter.kube_standin import KubeStandIn
+from tests.adapter.faulty_kube_api import FaultyKubeAPI
 from tests.support.prometheus import (
     TEST_WINDOW_SECONDS,
     PrometheusServer,
@@ -46,7 +46,7 @@ BY_SELECTOR = "/namespaces/lensing/pods/*/http_requests_per_second?labelSelector
 
 class Env:
     def __init__(
-        self, adapter: RunningAdapter, prom: PrometheusServer, app: RequestCounterServer, kube: KubeStandIn
+        self, adapter: RunningAdapter, prom: PrometheusServer, app: RequestCounterServer, kube: FaultyKubeAPI
     ) -> None:
         self.adapter, self.prom, self.app, self.kube = adapter, prom, app, kube
         self.client = Client(adapter, None)
@@ -74,7 +74,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     from tests.support.services import claimed_redis_db
 
     workdir: Path = tmp_path_factory.mktemp("custom-api")
-    kube = KubeStandIn({}, lambda _spec: False, pods=PODS).start()
+    kube = FaultyKubeAPI(pods=PODS).start()
     lister = kube.kubeconfig(workdir / "lister.kubeconfig")
     try:
         with claimed_redis_db() as db, prometheus_scraping(RATES) as (prom, app):

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import base64
 import datetime
-from pathlib import Path
-from typing import Any
 
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from tests.chart.conftest import CHART, NAMESPACE, RELEASE, Renders, helm
-from tests.chart.fake_apiserver import fake_apiserver
 
 SERVICE = f"{RELEASE}-lensing-metrics-adapter"
 DNS_NAMES = {
@@ -103,46 +99,5 @@ def test_insecure_skip_tls_verify_only_when_asked_by_name(renders: Renders) -> N
     assert api["spec"]["insecureSkipTLSVerify"] is True and "caBundle" not in api["spec"]
 
 
-def server_render(kubeconfig: Any, *args: str) -> list[dict[str, Any]]:
-    out = helm(
-        "template", RELEASE, str(CHART), "-n", NAMESPACE, "--dry-run=server", "--disable-openapi-validation",
-        "--kubeconfig", str(kubeconfig), *args,
-    ).stdout  # fmt: skip
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
-def test_generated_certificate_is_kept_across_upgrades(renders: Renders, tmp_path: Path) -> None:
-    """An upgrade reads the existing Secret back (lookup) and keeps it: the APIService caBundle stays valid."""
-    first = renders.get("default").one("Secret", "-adapter-tls")
-    helm_owned = {"meta.helm.sh/release-name": RELEASE, "meta.helm.sh/release-namespace": NAMESPACE}
-    installed = {**first, "metadata": {**first["metadata"], "annotations": helm_owned}}
-    with fake_apiserver([installed], tmp_path / "kubeconfig") as kubeconfig:
-        docs = server_render(kubeconfig)
-    again = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-adapter-tls"))
-    assert again["data"] == first["data"]
-    api = next(d for d in docs if d["kind"] == "APIService")
-    assert api["spec"]["caBundle"] == first["data"]["ca.crt"]
-    # without the Secret in the cluster a fresh CA is made
-    with fake_apiserver([], tmp_path / "kubeconfig") as kubeconfig:
-        fresh = server_render(kubeconfig, "-s", "templates/adapter/tls-secret.yaml")[0]
-    assert fresh["data"]["ca.crt"] != first["data"]["ca.crt"]
-
-
-def test_existing_secret_mode_reads_the_ca_from_the_secret(renders: Renders, tmp_path: Path) -> None:
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "kubernetes.io/tls",
-        "metadata": {"name": "adapter-serving", "namespace": NAMESPACE},
-        "data": {"ca.crt": renders.existing_ca_b64, "tls.crt": "", "tls.key": ""},
-    }
-    with fake_apiserver([secret], tmp_path / "kubeconfig") as kubeconfig:
-        docs = server_render(
-            kubeconfig,
-            "--set",
-            "adapter.tls.mode=existingSecret",
-            "--set",
-            "adapter.tls.existingSecret=adapter-serving",
-        )
-    api = next(d for d in docs if d["kind"] == "APIService")
-    assert api["spec"]["caBundle"] == renders.existing_ca_b64
+# The generated certificate kept across `helm upgrade` (lookup) and tls.mode=existingSecret reading ca.crt from the
+# Secret: tests/controlplane/test_chart_install.py, against a real kube-apiserver.

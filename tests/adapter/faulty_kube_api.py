@@ -1,14 +1,15 @@
-"""An HTTP stand-in for the few Kubernetes API calls the adapter makes (no API server can run here):
-TokenReview, SubjectAccessReview, the extension-apiserver-authentication ConfigMap, and listing pods by
-label selector (custom metrics)."""
+"""A Kubernetes API that misbehaves on demand, for the faults the real one (tests/support/controlplane.py) cannot
+produce when a test wants them: SubjectAccessReviews that fail, answer garbage or hang, and pod lists that fail.
+It also lists pods by label selector (custom metrics) where a test or benchmark needs many pods without a
+control plane. TokenReview, SubjectAccessReview and the extension-apiserver-authentication ConfigMap as they
+really behave are tested against the real API server in tests/controlplane."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 from aiohttp import web
 
@@ -16,53 +17,29 @@ from adapter.selectors import SelectorError, parse_selector
 from lensing_harness.kubeconfig import write_kubeconfig
 from tests.support.services import free_port
 
-Policy = Callable[[dict[str, Any]], bool]
+ReviewFault = Literal["error", "garbage", "hang"]
 
 
-class KubeStandIn:
-    def __init__(
-        self,
-        tokens: dict[str, dict[str, Any]],
-        policy: Policy,
-        pods: dict[str, dict[str, dict[str, str]]] | None = None,
-    ) -> None:
-        self.tokens = tokens  # token -> user info
+class FaultyKubeAPI:
+    def __init__(self, pods: dict[str, dict[str, dict[str, str]]] | None = None) -> None:
         self.pods = pods or {}  # namespace -> pod name -> labels
         self.pod_lists = 0
         self.fail_pod_lists = False
-        self.policy = policy  # SubjectAccessReview spec -> allowed
-        self.token_reviews: list[dict[str, Any]] = []
-        self.access_reviews: list[dict[str, Any]] = []
-        self.configmap_data: dict[str, str] | None = None
-        self.fail_reviews = False
+        self.review_fault: ReviewFault = "error"
+        self.access_reviews = 0
         self.port = free_port()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    async def _token_review(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.token_reviews.append(body)
-        user = self.tokens.get(body["spec"]["token"])
-        status: dict[str, Any] = {"authenticated": user is not None}
-        if user is not None:
-            status["user"] = user
-        return web.json_response({**body, "status": status})
-
-    async def _access_review(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.access_reviews.append(body["spec"])
-        if self.fail_reviews:
-            return web.json_response({"kind": "Status", "code": 500}, status=500)
-        allowed = self.policy(body["spec"])
-        return web.json_response({**body, "status": {"allowed": allowed, "reason": "stand-in policy"}})
-
-    async def _configmap(self, request: web.Request) -> web.Response:
-        if self.configmap_data is None:
-            return web.json_response({"kind": "Status", "code": 404}, status=404)
-        return web.json_response(
-            {"kind": "ConfigMap", "metadata": {"resourceVersion": "1"}, "data": self.configmap_data}
-        )
+    async def _access_review(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        self.access_reviews += 1
+        if self.review_fault == "hang":
+            await asyncio.sleep(3600)
+        if self.review_fault == "garbage":
+            return web.Response(text="<html>proxy error</html>", content_type="application/json")
+        return web.json_response({"kind": "Status", "code": 500, "message": "etcd unavailable"}, status=500)
 
     async def _pods(self, request: web.Request) -> web.Response:
         self.pod_lists += 1
@@ -83,11 +60,7 @@ class KubeStandIn:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
-        app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", self._token_review)
         app.router.add_post("/apis/authorization.k8s.io/v1/subjectaccessreviews", self._access_review)
-        app.router.add_get(
-            "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication", self._configmap
-        )
         app.router.add_get("/api/v1/namespaces/{namespace}/pods", self._pods)
         runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(runner.setup())
@@ -96,7 +69,7 @@ class KubeStandIn:
         self._loop.run_forever()
         self._loop.run_until_complete(runner.cleanup())
 
-    def start(self) -> KubeStandIn:
+    def start(self) -> FaultyKubeAPI:
         self._thread.start()
         self._ready.wait(10)
         return self
