@@ -19,14 +19,16 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.conftest import CHART, make_test_ca
+from tests.chart.conftest import CHART, ci_value
 from tests.support.controlplane import HELM, ControlPlane
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 NAMESPACE = "lensing"
 RELEASE = "lm-install"
-EXISTING_CA_PEM, EXISTING_CA_B64 = make_test_ca()
+#: the throwaway CA of the chart's ci/tls-existing-secret-values.yaml
+EXISTING_CA_B64: str = ci_value("tls-existing-secret", "adapter", "tls", "caBundle")
+EXISTING_CA_PEM = base64.b64decode(EXISTING_CA_B64).decode()
 #: the value sets of tests/chart/conftest.py whose objects a cluster without extra CRDs accepts
 VALUE_SETS: dict[str, list[str]] = {
     "default": [],
