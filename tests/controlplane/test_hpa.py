@@ -127,7 +127,7 @@ def chart_hpas() -> dict[str, dict[str, Any]]:
         "--set", "broker.url=redis://redis:6379/0",
         "--set", "workerHPA.enabled=true", "--set", f"workerHPA.namespace={PLATFORM_NS}",
         "--set", "apiHPA.enabled=true", "--set", f"apiHPA.namespace={PLATFORM_NS}",
-        "-s", "templates/worker-hpa.yaml", "-s", "templates/api-hpa.yaml",
+        "-s", "templates/autoscaling/worker-hpa.yaml", "-s", "templates/autoscaling/api-hpa.yaml",
     ).stdout  # fmt: skip
     return {d["metadata"]["name"]: d for d in yaml.safe_load_all(out) if d}
 
