@@ -136,7 +136,11 @@ class Authenticator:
         if self.kube is None:
             self.stats.authn("token", "failure")
             return None
-        key = hashlib.sha256(token.encode()).hexdigest()
+        try:
+            key = hashlib.sha256(token.encode()).hexdigest()
+        except UnicodeEncodeError:  # bytes that are not UTF-8 (a lone surrogate from the parser): no token
+            self.stats.authn("token", "failure")
+            return None
         cached = self._tokens.get(key)
         if cached is not None:
             self.stats.authn("token", "success" if cached[0] else "failure")

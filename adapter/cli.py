@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from adapter import custom_cli
 from adapter.apiserver.groups import ExternalMetricsAPI, MetricsAPI
 from adapter.apiserver.metrics import AdapterStats
-from adapter.apiserver.server import AdapterServer
+from adapter.apiserver.server import MAX_CONNECTIONS, AdapterServer
 from adapter.authconfig import AuthSettingsSource
 from adapter.authn import Authenticator
 from adapter.authz import Authorizer
@@ -25,7 +25,7 @@ from adapter.kubeapi import KubeAPIError, KubeClient, KubeConfigError, in_cluste
 from adapter.providers.brokers import BrokerMetrics, open_bindings
 from adapter.tls import ReloadingServerContext, TLSConfigError, serving_files
 from lensing_core.brokers import BrokerConfigError
-from lensing_core.cli_args import add_broker_arguments, add_logging_arguments
+from lensing_core.cli_args import add_broker_arguments, add_connection_arguments, add_logging_arguments, limits_from
 from lensing_core.logsetup import configure_logging
 from lensing_core.options import add_option, positive_float
 
@@ -118,6 +118,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="where a self-signed certificate is written when no --tls-cert-file is given "
         "(default apiserver.local.config/certificates)",
     )
+    add_connection_arguments(parser, "LENSING_ADAPTER_", max_connections=MAX_CONNECTIONS)
     auth = parser.add_argument_group("authentication and authorization")
     add_option(
         auth,
@@ -345,7 +346,7 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event | None = None) ->
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
     try:
-        await server.serve(args.bind_address, args.secure_port, tls.listening, stop)
+        await server.serve(args.bind_address, args.secure_port, tls.listening, stop, limits_from(args))
     finally:
         if follow is not None:
             follow.cancel()

@@ -12,9 +12,12 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter.http import build_app
 from exporter.sources import Source
-from lensing_core.net import serve_until
+from lensing_core.net import Limits, Rejections, serve_until
 
 log = logging.getLogger(__name__)
+
+#: an idle plain-HTTP connection costs about 8 KB (docs/benchmarks.md): 1,024 fit the chart's limit many times
+MAX_CONNECTIONS = 1024
 
 
 class Exporter:
@@ -24,6 +27,8 @@ class Exporter:
         # The registry is for in-process readers (tests, prometheus_client tools); /metrics renders the
         # collectors itself so that pre-rendered queue families are reused (exporter/exposition.py).
         self.registry = CollectorRegistry()
+        self.rejections = Rejections("lensing_exporter_http_rejected_total", logging.getLogger("exporter.http"))
+        self.collectors.append(self.rejections)
         for collector in self.collectors:
             self.registry.register(collector)
 
@@ -46,7 +51,9 @@ class Exporter:
             except Exception:
                 log.exception("stopping %s failed", source.name)
 
-    async def serve(self, host: str, port: int, stop: asyncio.Event | None = None) -> None:
+    async def serve(
+        self, host: str, port: int, stop: asyncio.Event | None = None, *, limits: Limits | None = None
+    ) -> None:
         """Serve until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None)."""
         stop = stop or _stop_on_signals()
         runner = web.AppRunner(build_app(self.collectors, self.readiness), access_log=None)
@@ -60,6 +67,8 @@ class Exporter:
             log=log,
             start=self.start_sources,
             shutdown=self.stop_sources,
+            limits=limits or Limits(max_connections=MAX_CONNECTIONS),
+            rejections=self.rejections,
         )
 
 

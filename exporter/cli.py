@@ -8,10 +8,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from exporter.app import Exporter
+from exporter.app import MAX_CONNECTIONS, Exporter
 from exporter.sources import BrokerSource, Source, events, gpu
 from lensing_core.brokers import BrokerConfigError, open_reader, redact_url
-from lensing_core.cli_args import add_broker_arguments, add_logging_arguments
+from lensing_core.cli_args import add_broker_arguments, add_connection_arguments, add_logging_arguments, limits_from
 from lensing_core.logsetup import configure_logging
 from lensing_core.options import add_option, host_port
 from lensing_core.poller import BrokerPoller
@@ -41,6 +41,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         env="LENSING_LISTEN",
         help="address of /metrics, /healthz, /readyz (default 0.0.0.0:9808)",
     )
+    add_connection_arguments(parser, "LENSING_", max_connections=MAX_CONNECTIONS)
     add_logging_arguments(parser)
     events.add_arguments(parser)
     gpu.add_arguments(parser)
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("no broker URL: serving GPU metrics only")
     exporter = Exporter(sources)
     try:
-        asyncio.run(exporter.serve(*args.listen))
+        asyncio.run(exporter.serve(*args.listen, limits=limits_from(args)))
     except OSError as exc:
         print(
             f"lensing-metrics exporter: error: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc}",

@@ -32,6 +32,12 @@ def _specs(
     return {name: MetricSpec(name, kind, labels, component, doc, optional) for name, kind, labels, doc in rows}
 
 
+REJECTED_HELP = (
+    "Connections closed and requests refused, by reason: bad_request, header_too_large (431), "
+    "body_too_large (413), invalid_utf8, head_timeout, tls_handshake, evicted (to make room under "
+    "--max-connections)."
+)
+
 BROKER = _specs(
     "exporter-broker",
     ("celery_queue_length", "gauge", ("queue",), "Messages waiting in the broker, every priority level summed."),
@@ -43,6 +49,13 @@ BROKER = _specs(
     ("celery_broker_last_success_timestamp_seconds", "gauge", (), "Unix time of the last successful broker read."),
     ("celery_broker_read_age_seconds", "gauge", (), "Seconds since the last successful broker read."),
     ("celery_broker_read_duration_seconds", "gauge", (), "How long the last successful broker read took."),
+    # the exporter's HTTP server: listed with the broker metrics, the part every exporter runs
+    (
+        "lensing_exporter_http_rejected_total",
+        "counter",
+        ("reason",),
+        REJECTED_HELP,
+    ),
 )
 
 EVENTS = _specs(
@@ -170,6 +183,7 @@ ADAPTER = _specs(
         "Authorization decisions (allow, deny, error) by source: always-allow-path, always-allow-group, "
         "webhook, cache, none (no API server to ask).",
     ),
+    ("lensing_adapter_http_rejected_total", "counter", ("reason",), REJECTED_HELP),
     (
         "lensing_adapter_prometheus_queries_total",
         "counter",

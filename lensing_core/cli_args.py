@@ -1,4 +1,4 @@
-"""The command-line options both faces take: the broker to read and the logging."""
+"""The command-line options both faces take: the broker to read, the logging and the connection limits."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import argparse
 import json
 
 from lensing_core.logsetup import LOG_FORMATS, LOG_LEVELS
-from lensing_core.options import add_option, positive_float
+from lensing_core.net import Limits
+from lensing_core.options import add_option, positive_float, positive_int
+
+DEFAULTS = Limits()
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,4 +86,49 @@ def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
         choices=LOG_FORMATS,
         env="LENSING_LOG_FORMAT",
         help="log format (default text)",
+    )
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser, env_prefix: str, max_connections: int) -> None:
+    """--max-connections and the deadlines of a connection; ``max_connections`` is the face's default,
+    sized to its chart memory limit (docs/benchmarks.md, "Hostile connections")."""
+    group = parser.add_argument_group("connections")
+    for flag, default, kind, text in (
+        (
+            "--max-connections",
+            max_connections,
+            positive_int,
+            "connections held at once; past it the oldest one not answering a request is closed "
+            f"(default {max_connections})",
+        ),
+        (
+            "--tls-handshake-timeout",
+            DEFAULTS.tls_handshake_timeout,
+            positive_float,
+            f"seconds a TLS handshake may take (default {DEFAULTS.tls_handshake_timeout:g})",
+        ),
+        (
+            "--header-timeout",
+            DEFAULTS.header_timeout,
+            positive_float,
+            "seconds from a connection (or a request's first byte) to the end of its request head "
+            f"(default {DEFAULTS.header_timeout:g})",
+        ),
+        (
+            "--idle-timeout",
+            DEFAULTS.idle_timeout,
+            positive_float,
+            f"seconds a keep-alive connection may sit idle between requests (default {DEFAULTS.idle_timeout:g})",
+        ),
+    ):
+        env = env_prefix + flag.lstrip("-").upper().replace("-", "_")
+        add_option(group, flag, type=kind, default=default, metavar="N", env=env, help=text)
+
+
+def limits_from(args: argparse.Namespace) -> Limits:
+    return Limits(
+        max_connections=args.max_connections,
+        tls_handshake_timeout=args.tls_handshake_timeout,
+        header_timeout=args.header_timeout,
+        idle_timeout=args.idle_timeout,
     )

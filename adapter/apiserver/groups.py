@@ -10,6 +10,8 @@ metric, the value lists and Status errors of the answer, and the answer cache.
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Protocol
 
@@ -22,6 +24,8 @@ from adapter.selectors import Selector
 EXTERNAL_GROUP = "external.metrics.k8s.io"
 CUSTOM_GROUP = "custom.metrics.k8s.io"
 ANSWER_CACHE_LIMIT = 1024
+ANSWER_CACHE_BYTES = 4 * 1024 * 1024
+ADMIT_WINDOW = 120.0  # seconds: several HPA sync periods (15 s each)
 
 
 class MetricsAPI(Protocol):
@@ -43,21 +47,52 @@ class MetricsAPI(Protocol):
 
 class AnswerCache:
     """Encoded answers, each kept with the object it was computed from (a provider's answer version):
-    the same question about the same object gets the same bytes without recomputing them. Bounded:
-    past the limit it starts over, and distinct questions beyond it just cost a recomputation."""
+    the same question about the same object gets the same bytes without recomputing them.
 
-    def __init__(self, limit: int = ANSWER_CACHE_LIMIT) -> None:
+    Only questions asked again are kept: a question is admitted on its second ask within
+    ``ADMIT_WINDOW`` seconds (the HPA asks the same few every 15 s), so a stream of distinct selectors
+    costs one recomputation each and no memory. Bounded in entries and in bytes, the least recently
+    used going first; the questions seen once are remembered by a 64-bit hash, at most ``limit * 4``.
+    """
+
+    def __init__(self, limit: int = ANSWER_CACHE_LIMIT, max_bytes: int = ANSWER_CACHE_BYTES) -> None:
         self.limit = limit
-        self._answers: dict[Hashable, tuple[object, bytes]] = {}
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._answers: OrderedDict[Hashable, tuple[object, bytes]] = OrderedDict()
+        self._seen: OrderedDict[int, float] = OrderedDict()
 
     def get(self, key: Hashable, version: object) -> bytes | None:
         hit = self._answers.get(key)
-        return hit[1] if hit is not None and hit[0] is version else None
+        if hit is None or hit[0] is not version:
+            return None
+        self._answers.move_to_end(key)
+        return hit[1]
 
     def put(self, key: Hashable, version: object, body: bytes) -> None:
-        if len(self._answers) >= self.limit:
-            self._answers.clear()
+        if not self._asked_before(key) or len(body) > self.max_bytes // 16:
+            return
+        old = self._answers.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old[1])
         self._answers[key] = (version, body)
+        self.bytes += len(body)
+        while len(self._answers) > self.limit or self.bytes > self.max_bytes:
+            _key, (_version, evicted) = self._answers.popitem(last=False)
+            self.bytes -= len(evicted)
+
+    def _asked_before(self, key: Hashable) -> bool:
+        if key in self._answers:
+            return True
+        now = time.monotonic()
+        digest = hash(key)
+        seen = self._seen.pop(digest, None)
+        if seen is not None and now - seen <= ADMIT_WINDOW:
+            return True
+        self._seen[digest] = now
+        while len(self._seen) > self.limit * 4:
+            self._seen.popitem(last=False)
+        return False
 
     def __len__(self) -> int:
         return len(self._answers)

@@ -17,6 +17,8 @@ from adapter.selectors import Selector, SelectorError, parse_selector
 
 _VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 _NAMESPACE_SUBRESOURCES = {"status", "finalize"}
+#: a selector the HPA sends names a few labels; one past this is refused before it is parsed (or cached)
+MAX_SELECTOR_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +58,9 @@ def request_info(method: str, path: str) -> RequestInfo:
 
 class ApiRequest:
     """One request. ``segments`` are the path's, after the leading ``/`` (empty ones kept: a path with
-    one is not served); the query string is parsed on first use, as Go's ``url.ParseQuery`` (``+`` is a
-    space, the first value wins). The routes ask for each selector once and hand it on parsed."""
+    one is not served); the query string (as sent, still percent-encoded) is decoded once on first use, as
+    Go's ``url.ParseQuery`` (``+`` is a space, the first value wins): ``queue%253Dq1`` is ``queue%3Dq1``.
+    The routes ask for each selector once and hand it on parsed."""
 
     def __init__(self, method: str, path: str, query_string: str = "") -> None:
         self.method = method
@@ -68,11 +71,19 @@ class ApiRequest:
 
     @functools.cached_property
     def query(self) -> Mapping[str, str]:
-        return dict(reversed(parse_qsl(self.query_string, keep_blank_values=True)))
+        try:
+            pairs = parse_qsl(self.query_string, keep_blank_values=True, errors="strict")
+        except UnicodeDecodeError:
+            raise bad_request("the query string is not valid UTF-8 once percent-decoded") from None
+        return dict(reversed(pairs))
 
     def selector(self, parameter: str) -> Selector:
-        """The parsed ``labelSelector`` or ``metricLabelSelector``; a 400 when it does not parse."""
+        """The parsed ``labelSelector`` or ``metricLabelSelector``; a 400 when it does not parse or is
+        longer than MAX_SELECTOR_BYTES."""
+        text = self.query.get(parameter, "")
+        if len(text) > MAX_SELECTOR_BYTES:
+            raise bad_request(f"invalid {parameter}: longer than {MAX_SELECTOR_BYTES} characters")
         try:
-            return parse_selector(self.query.get(parameter, ""))
+            return parse_selector(text)
         except SelectorError as exc:
             raise bad_request(f"invalid {parameter}: {exc}") from None

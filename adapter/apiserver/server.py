@@ -11,6 +11,7 @@ import asyncio
 import logging
 import ssl
 import time
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -23,6 +24,8 @@ from adapter.apiserver.metrics import AdapterStats
 from adapter.apiserver.request import ApiRequest
 from adapter.apiserver.status import (
     ApiError,
+    bad_request,
+    entity_too_large,
     forbidden,
     internal_error,
     method_not_allowed,
@@ -34,11 +37,15 @@ from adapter.apiserver.wire import api_group_list, api_group_object, api_resourc
 from adapter.authn import Authenticator
 from adapter.authz import AuthorizationUnavailable, Authorizer, forbidden_message
 from adapter.providers.interface import Lifecycle
-from lensing_core.net import serve_until
+from lensing_core.net import Limits, Rejections, serve_until
 
 log = logging.getLogger(__name__)
 
 HEALTH_PATHS = ("/healthz", "/livez", "/readyz")
+#: a TLS connection costs about 300 KB (asyncio's SSL buffers, docs/benchmarks.md): 384 of them, with the
+#: adapter's own ~60 MB, stay under the chart's 256Mi limit
+MAX_CONNECTIONS = 384
+MAX_BODY_BYTES = 64 * 1024  # the adapter serves GET only: a body is never read
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-cache, private"}
 
 
@@ -62,6 +69,31 @@ def error_response(error: ApiError) -> web.Response:
     return json_response(error.status(), error.code)
 
 
+#: what a code the HTTP layer answers (before a request reaches :meth:`AdapterServer.handle`) is called
+_REASONS = {400: "BadRequest", 413: "RequestEntityTooLarge", 431: "RequestHeaderFieldsTooLarge"}
+
+
+def http_error(code: int, message: str) -> web.Response:
+    """A malformed request's answer, as a metav1.Status."""
+    return error_response(ApiError(code, _REASONS.get(code, "BadRequest"), message))
+
+
+def _not_utf8(request: web.BaseRequest) -> bool:
+    """aiohttp decodes the head with surrogateescape: a byte that is not UTF-8 is a lone surrogate; the
+    query is checked percent-decoded, as the selectors will be read."""
+    try:
+        request.raw_path.encode()
+        query = request.rel_url.raw_query_string
+        if "%" in query:
+            urllib.parse.unquote_to_bytes(query).decode()
+        for name, value in request.raw_headers:
+            name.decode()
+            value.decode()
+    except UnicodeError:
+        return True
+    return False
+
+
 class AdapterServer:
     def __init__(
         self, apis: Sequence[MetricsAPI], authenticator: Authenticator, authorizer: Authorizer, stats: AdapterStats
@@ -75,6 +107,8 @@ class AdapterServer:
         self.authorizer = authorizer
         self.stats = stats
         self.registry = stats.registry
+        self.rejections = Rejections("lensing_adapter_http_rejected_total", logging.getLogger("adapter.http"))
+        self.registry.register(self.rejections)
         registered: set[int] = set()
         for collector in self._collectors():
             if id(collector) not in registered:  # a client shared by two providers is scraped once
@@ -99,14 +133,27 @@ class AdapterServer:
         path = request.path
         response: web.StreamResponse
         try:
-            response = await self._serve(request, ApiRequest(request.method, path, request.query_string))
+            self._check(request)
+            response = await self._serve(request, ApiRequest(request.method, path, request.rel_url.raw_query_string))
         except ApiError as error:
             response = error_response(error)
+            if error.code == 413:  # the body is not read: the connection cannot carry another request
+                response.force_close()
         except Exception:  # a bug answers 500 with a one-line Status; the traceback goes to the log only
             log.exception("internal error answering %s %s", request.method, path[:200])
             response = error_response(internal_error("Internal error occurred: see the adapter's log"))
         self.stats.request(response.status, _kind(path), time.perf_counter() - started)
         return response
+
+    def _check(self, request: web.BaseRequest) -> None:
+        """What the HTTP parser lets through and the adapter does not take: bytes that are not UTF-8, a body."""
+        if _not_utf8(request):
+            self.rejections.reject("invalid_utf8", request.remote)
+            raise bad_request("the request is not valid UTF-8")
+        length = request.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            self.rejections.reject("body_too_large", request.remote)
+            raise entity_too_large(f"a request body of at most {MAX_BODY_BYTES} bytes is accepted")
 
     async def _serve(self, request: web.BaseRequest, api_request: ApiRequest) -> web.StreamResponse:
         if not self.authorizer.path_always_allowed(api_request.path):
@@ -184,7 +231,9 @@ class AdapterServer:
             except Exception:
                 log.exception("stopping a provider of %s failed", group)
 
-    async def serve(self, host: str, port: int, ssl_context: ssl.SSLContext, stop: asyncio.Event) -> None:
+    async def serve(
+        self, host: str, port: int, ssl_context: ssl.SSLContext, stop: asyncio.Event, limits: Limits | None = None
+    ) -> None:
         runner = web.ServerRunner(self.web_server(), handle_signals=False)
         await serve_until(
             runner,
@@ -198,4 +247,7 @@ class AdapterServer:
             shutdown=self.stop_providers,
             ssl_context=ssl_context,
             backlog=1024,
+            limits=limits or Limits(max_connections=MAX_CONNECTIONS),
+            rejections=self.rejections,
+            error_body=http_error,
         )
