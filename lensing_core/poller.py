@@ -50,7 +50,7 @@ class BrokerPoller:
         self.reads_total = 0
         self._state = PollState(up=False, snapshot=None, last_error=None, last_error_reason=None, last_attempt_at=None)
         self._listeners: list[Callable[[PollState], None]] = []
-        self._worker = BackgroundThread(self._run, name=f"poll-{name}")
+        self._worker = BackgroundThread(self._run, name=f"poll-{name}", on_crash=self._crashed)
         self._stop = self._worker.stopping
         self._failures = 0
 
@@ -113,6 +113,11 @@ class BrokerPoller:
             self.poll_once()
             delay = self.next_delay() - (time.monotonic() - started)
             self._stop.wait(max(delay, 0.0))
+
+    def _crashed(self, exc: BaseException | None) -> None:
+        """The poll loop died (it is restarted): until its next read the broker reads as down."""
+        self.errors["internal"] += 1
+        self._state = PollState(False, self._state.snapshot, repr(exc), "internal", time.time())
 
     def start(self) -> None:
         self._worker.start()
