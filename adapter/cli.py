@@ -23,13 +23,14 @@ from adapter.authn import Authenticator
 from adapter.authz import Authorizer
 from adapter.config import BrokerConfig, ConfigError, load_config, single_broker
 from adapter.kubeapi import KubeAPIError, KubeClient, KubeConfigError, in_cluster, load_kubeconfig
+from adapter.pki import load_pem_certificates
 from adapter.providers.brokers import BrokerMetrics, open_bindings
 from adapter.tls import ReloadingServerContext, TLSConfigError, serving_files
 from lensing_core.background import supervise
 from lensing_core.brokers import BrokerConfigError
 from lensing_core.cli_args import add_broker_arguments, add_logging_arguments
 from lensing_core.logsetup import configure_logging
-from lensing_core.options import MAX_NUMBER, add_option, positive_float
+from lensing_core.options import MAX_NUMBER, ArgumentParser, add_option, positive_float
 
 log = logging.getLogger("adapter")
 
@@ -76,7 +77,7 @@ def port(text: str) -> int:
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="lensing-metrics adapter")
+    parser = parser or ArgumentParser(prog="lensing-metrics adapter")
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     opt = parser.add_argument_group("serving")
@@ -305,7 +306,28 @@ def build_apis(args: argparse.Namespace, custom: custom_cli.CustomSetup) -> list
     return [external, *custom.apis()]
 
 
+def check_ca_files(args: argparse.Namespace) -> None:
+    """A CA file named on the command line must be there and hold PEM certificates: refusing to start
+    beats starting and refusing every client."""
+    for flag, path in (
+        ("--client-ca-file", args.client_ca_file),
+        ("--requestheader-client-ca-file", args.requestheader_client_ca_file),
+    ):
+        if not path:
+            continue
+        try:
+            with open(path, "rb") as handle:
+                certificates = load_pem_certificates(handle.read())
+        except OSError as exc:
+            raise ConfigError(f"{flag} {path}: cannot be read: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ConfigError(f"{flag} {path}: not PEM certificates: {str(exc).split('.')[0]}") from None
+        if not certificates:
+            raise ConfigError(f"{flag} {path}: no PEM certificate in the file")
+
+
 async def _serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> int:
+    check_ca_files(args)
     stats = AdapterStats()
     authn_kube = _kube(args.authentication_kubeconfig)
     authz_kube = _kube(args.authorization_kubeconfig) if args.authorization_kubeconfig else authn_kube
