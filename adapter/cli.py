@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import re
 import signal
@@ -22,12 +23,14 @@ from adapter.authn import Authenticator
 from adapter.authz import Authorizer
 from adapter.config import BrokerConfig, ConfigError, load_config, single_broker
 from adapter.kubeapi import KubeAPIError, KubeClient, KubeConfigError, in_cluster, load_kubeconfig
+from adapter.pki import load_pem_certificates
 from adapter.providers.brokers import BrokerMetrics, open_bindings
 from adapter.tls import ReloadingServerContext, TLSConfigError, serving_files
+from lensing_core.background import supervise
 from lensing_core.brokers import BrokerConfigError
 from lensing_core.cli_args import add_broker_arguments, add_connection_arguments, add_logging_arguments, limits_from
 from lensing_core.logsetup import configure_logging
-from lensing_core.options import add_option, positive_float
+from lensing_core.options import MAX_NUMBER, ArgumentParser, add_option, positive_float
 
 log = logging.getLogger("adapter")
 
@@ -56,8 +59,10 @@ def duration(text: str) -> float:
             raise argparse.ArgumentTypeError(f"expected a duration such as 10s, 1m30s or 500ms, got {text!r}") from None
         h, m, s, ms = (float(g) if g else 0.0 for g in match.groups())
         value = h * 3600 + m * 60 + s + ms / 1000
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a duration must not be negative, got {text!r}")
+    if not math.isfinite(value) or not 0 <= value <= MAX_NUMBER:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration from 0 to {MAX_NUMBER:g} seconds such as 10s, 1m30s or 500ms, got {text!r}"
+        )
     return value
 
 
@@ -72,7 +77,7 @@ def port(text: str) -> int:
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="lensing-metrics adapter")
+    parser = parser or ArgumentParser(prog="lensing-metrics adapter")
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     opt = parser.add_argument_group("serving")
@@ -302,7 +307,28 @@ def build_apis(args: argparse.Namespace, custom: custom_cli.CustomSetup) -> list
     return [external, *custom.apis()]
 
 
+def check_ca_files(args: argparse.Namespace) -> None:
+    """A CA file named on the command line must be there and hold PEM certificates: refusing to start
+    beats starting and refusing every client."""
+    for flag, path in (
+        ("--client-ca-file", args.client_ca_file),
+        ("--requestheader-client-ca-file", args.requestheader_client_ca_file),
+    ):
+        if not path:
+            continue
+        try:
+            with open(path, "rb") as handle:
+                certificates = load_pem_certificates(handle.read())
+        except OSError as exc:
+            raise ConfigError(f"{flag} {path}: cannot be read: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ConfigError(f"{flag} {path}: not PEM certificates: {str(exc).split('.')[0]}") from None
+        if not certificates:
+            raise ConfigError(f"{flag} {path}: no PEM certificate in the file")
+
+
 async def _serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> int:
+    check_ca_files(args)
     stats = AdapterStats()
     authn_kube = _kube(args.authentication_kubeconfig)
     authz_kube = _kube(args.authorization_kubeconfig) if args.authorization_kubeconfig else authn_kube
@@ -322,7 +348,10 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event | None = None) ->
             version = await settings.read_configmap(authn_kube)
         except KubeAPIError as exc:
             log.warning("the extension-apiserver-authentication ConfigMap cannot be read yet: %s", exc)
-        follow = asyncio.create_task(settings.follow_configmap(authn_kube, last_version=version))
+        kube, seen = authn_kube, version
+        follow = asyncio.create_task(
+            supervise(lambda: settings.follow_configmap(kube, last_version=seen), "auth-configmap")
+        )
     hosts = ["localhost", "127.0.0.1", socket.gethostname()]
     cert, key = serving_files(args.tls_cert_file or None, args.tls_private_key_file or None, args.cert_dir, hosts)
     tls = ReloadingServerContext(cert, key, settings)

@@ -132,6 +132,8 @@ def read_config(path: str) -> Any:
         return yaml.safe_load(Path(path).read_text())
     except OSError as exc:
         raise ConfigError(f"--config {path}: cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config {path}: not UTF-8 text (byte {exc.start}); write the file as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--config {path}: not YAML: {str(exc).splitlines()[0]}") from None
 

@@ -63,9 +63,14 @@ def load_kubeconfig(path: str) -> Connection:
 
     def named(section: str, name: str | None) -> dict[str, Any]:
         items = config.get(section) or []
+        if not isinstance(items, list):
+            raise KubeConfigError(f"kubeconfig {path}: {section}: expected a list of {{name, {section[:-1]}}} entries")
         for item in items:
             if isinstance(item, dict) and (name is None or item.get("name") == name):
-                return dict(item.get(section[:-1]) or {})
+                body = item.get(section[:-1]) or {}
+                if not isinstance(body, dict):
+                    raise KubeConfigError(f"kubeconfig {path}: {section[:-1]} {item.get('name')!r}: expected a mapping")
+                return dict(body)
         raise KubeConfigError(f"kubeconfig {path}: no {section[:-1]} named {name!r}")
 
     context_name = config.get("current-context") or None
@@ -81,11 +86,18 @@ def load_kubeconfig(path: str) -> Connection:
         context_ssl.check_hostname = False
         context_ssl.verify_mode = ssl.CERT_NONE
     elif cluster.get("certificate-authority-data"):
-        context_ssl = ssl.create_default_context(
-            cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
-        )
+        try:
+            cadata = base64.b64decode(str(cluster["certificate-authority-data"]), validate=True).decode()
+            context_ssl = ssl.create_default_context(cadata=cadata)
+        except (ValueError, ssl.SSLError) as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
+            raise KubeConfigError(
+                f"kubeconfig {path}: certificate-authority-data: expected base64 of PEM certificates ({exc})"
+            ) from None
     elif cluster.get("certificate-authority"):
-        context_ssl = ssl.create_default_context(cafile=str(base / cluster["certificate-authority"]))
+        try:
+            context_ssl = ssl.create_default_context(cafile=str(base / cluster["certificate-authority"]))
+        except (OSError, ssl.SSLError) as exc:
+            raise KubeConfigError(f"kubeconfig {path}: certificate-authority: {exc}") from None
     else:
         context_ssl = ssl.create_default_context()
     cert = user.get("client-certificate") and str(base / user["client-certificate"])

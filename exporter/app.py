@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter.http import build_app
 from exporter.sources import Source
+from lensing_core.background import RestartCollector
 from lensing_core.net import Limits, Rejections, serve_until
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ class Exporter:
     def __init__(self, sources: Sequence[Source]) -> None:
         self.sources = list(sources)
         self.collectors: list[Collector] = [c for source in self.sources for c in source.collectors()]
+        self.collectors.append(RestartCollector())
         # The registry is for in-process readers (tests, prometheus_client tools); /metrics renders the
         # collectors itself so that pre-rendered queue families are reused (exporter/exposition.py).
         self.registry = CollectorRegistry()

@@ -13,7 +13,7 @@ from exporter.sources import BrokerSource, Source, events, gpu
 from lensing_core.brokers import BrokerConfigError, open_reader, redact_url
 from lensing_core.cli_args import add_broker_arguments, add_connection_arguments, add_logging_arguments, limits_from
 from lensing_core.logsetup import configure_logging
-from lensing_core.options import add_option, host_port
+from lensing_core.options import ArgumentParser, add_option, host_port
 from lensing_core.poller import BrokerPoller
 
 log = logging.getLogger("exporter")
@@ -28,7 +28,7 @@ the queue series are absent and celery_broker_up is 0: never a made-up zero. Rea
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="lensing-metrics exporter")
+    parser = parser or ArgumentParser(prog="lensing-metrics exporter")
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_broker_arguments(parser)

@@ -21,7 +21,7 @@ class MetricSpec:
     name: str
     kind: str  # gauge | counter | histogram
     labels: tuple[str, ...]
-    component: str  # exporter-broker | exporter-events | exporter-gpu | adapter
+    component: str  # exporter-broker | exporter-events | exporter-gpu | adapter | process
     help: str
     optional_labels: tuple[str, ...] = ()  # present only in some set-ups (pod attribution, --worker-labels)
 
@@ -199,7 +199,19 @@ ADAPTER = _specs(
     ),
 )
 
-CATALOG: dict[str, MetricSpec] = {**BROKER, **EVENTS, **GPU, **ADAPTER}
+#: both faces export these about their own process
+PROCESS = _specs(
+    "process",
+    (
+        "lensing_background_restarts_total",
+        "counter",
+        ("loop",),
+        "Restarts of a background loop (broker poll, event consumer, GPU sampler...) after it failed "
+        "unexpectedly; while it waits to restart, its source reads as down.",
+    ),
+)
+
+CATALOG: dict[str, MetricSpec] = {**BROKER, **EVENTS, **GPU, **ADAPTER, **PROCESS}
 
 F = TypeVar("F", bound=Metric)
 

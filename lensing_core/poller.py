@@ -29,7 +29,10 @@ class BrokerPoller:
     """Calls ``reader.read()`` every ``interval`` seconds on its own thread.
 
     On failure it retries with exponential backoff (interval, 2x, 4x ... ``max_backoff``) and logs
-    once when the broker goes down and once when it comes back, not on every try.
+    once when the broker goes down and once when it comes back, not on every try. A refused connection
+    (nothing listening: the broker is restarting) is retried every interval instead, which costs the broker
+    no more than polling it does and brings the values back within an interval of its return; the first
+    good read resets the backoff.
     """
 
     def __init__(
@@ -50,9 +53,10 @@ class BrokerPoller:
         self.reads_total = 0
         self._state = PollState(up=False, snapshot=None, last_error=None, last_error_reason=None, last_attempt_at=None)
         self._listeners: list[Callable[[PollState], None]] = []
-        self._worker = BackgroundThread(self._run, name=f"poll-{name}")
+        self._worker = BackgroundThread(self._run, name=f"poll-{name}", on_crash=self._crashed)
         self._stop = self._worker.stopping
         self._failures = 0
+        self._backoff_failures = 0  # failures in a row that call for backing off (not a refused connection)
 
     @property
     def state(self) -> PollState:
@@ -69,6 +73,8 @@ class BrokerPoller:
         except BrokerReadError as exc:
             self.errors[exc.reason] += 1
             self._failures += 1
+            if exc.reason != "connection":
+                self._backoff_failures += 1
             if self._state.up or self._failures == 1:
                 log.warning(
                     "%s %s cannot be read (%s): %s; retrying with backoff",
@@ -81,6 +87,7 @@ class BrokerPoller:
         except Exception as exc:  # a bug in a reader must not kill the thread; it is reported as a failed read
             self.errors["internal"] += 1
             self._failures += 1
+            self._backoff_failures += 1
             log.exception("%s reader failed unexpectedly", self.name)
             self._state = PollState(False, self._state.snapshot, repr(exc), "internal", attempt_at)
         else:
@@ -93,7 +100,7 @@ class BrokerPoller:
                     len(snapshot.queues),
                     snapshot.duration * 1000,
                 )
-            self._failures = 0
+            self._failures = self._backoff_failures = 0
             self._state = PollState(True, snapshot, None, None, attempt_at)
         for listener in self._listeners:
             try:
@@ -103,9 +110,9 @@ class BrokerPoller:
         return self._state
 
     def next_delay(self) -> float:
-        if self._failures == 0:
+        if self._backoff_failures == 0:
             return self.interval
-        return min(self.interval * (2 ** (self._failures - 1)), self.max_backoff)
+        return min(self.interval * (2 ** (self._backoff_failures - 1)), self.max_backoff)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -113,6 +120,11 @@ class BrokerPoller:
             self.poll_once()
             delay = self.next_delay() - (time.monotonic() - started)
             self._stop.wait(max(delay, 0.0))
+
+    def _crashed(self, exc: BaseException | None) -> None:
+        """The poll loop died (it is restarted): until its next read the broker reads as down."""
+        self.errors["internal"] += 1
+        self._state = PollState(False, self._state.snapshot, repr(exc), "internal", time.time())
 
     def start(self) -> None:
         self._worker.start()

@@ -6,16 +6,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from lensing_core.options import ArgumentParser
 from lensing_metrics import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="lensing-metrics",
         description="Celery queue, event and GPU metrics for Prometheus, and the metrics APIs the HPA reads.",
     )
     parser.add_argument("--version", action="version", version=f"lensing-metrics {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser)
 
     from exporter import cli as exporter_cli
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from lensing_core.options import positive_float, positive_int
 from lensing_harness.localredis import start_redis_server
 from lensing_harness.ports import free_port, wait_port
 from lensing_harness.processes import stop_process
@@ -266,9 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lensing_metrics.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
-    parser.add_argument("--burst", type=int, default=60, help="tasks sent at start (default 60)")
-    parser.add_argument("--refresh", type=float, default=1.0, metavar="SECONDS", help="view refresh (default 1)")
+    parser.add_argument("--duration", type=positive_float, default=None, metavar="SECONDS", help="stop after this long")
+    parser.add_argument("--burst", type=positive_int, default=60, help="tasks sent at start (default 60)")
+    parser.add_argument(
+        "--refresh", type=positive_float, default=1.0, metavar="SECONDS", help="view refresh (default 1)"
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     from lensing_core.logsetup import configure_logging

@@ -6,6 +6,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram, disable_created_metrics
 from prometheus_client.registry import CollectorRegistry
 
+from lensing_core.background import RestartCollector
+
 # The adapter's /metrics has never carried ``*_created`` series (nor does the catalog); prometheus_client
 # turns them off only for a whole process, and nothing else in the adapter's process uses its metric objects.
 disable_created_metrics()
@@ -48,6 +50,8 @@ class AdapterStats:
             ["decision", "source"],
             registry=self.registry,
         )
+
+        self.registry.register(RestartCollector())
 
     def request(self, code: int, kind: str, seconds: float) -> None:
         kind = kind if kind in KINDS else "other"

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from adapter.config import ANY_NAMESPACE, BrokerConfig
 from adapter.providers.interface import ExternalValue, MetricNotFound, Unavailable
 from adapter.selectors import Selector
-from lensing_core.brokers import BrokerSnapshot, QueueDepth, open_reader
+from lensing_core.brokers import BrokerConfigError, BrokerSnapshot, QueueDepth, open_reader
 from lensing_core.poller import BrokerPoller
 
 QUEUE_LABEL = "queue"
@@ -43,7 +43,10 @@ def open_bindings(brokers: Sequence[BrokerConfig], poll_interval: float) -> list
     """A reader and a poller per broker. Raises BrokerConfigError for an unusable broker URL or option."""
     bindings = []
     for broker in brokers:
-        reader = open_reader(broker.url, broker.transport_options, broker.queues)
+        try:
+            reader = open_reader(broker.url, broker.transport_options, broker.queues)
+        except BrokerConfigError as exc:
+            raise BrokerConfigError(f"broker {broker.name!r} (url, transportOptions): {exc}") from None
         poller = BrokerPoller(reader, poll_interval, name=f"broker {broker.name}", url_for_logs=broker.url)
         bindings.append(BrokerBinding(broker, poller))
     return bindings

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -65,7 +66,11 @@ def redact_url(url: str) -> str:
     """The URL with any password replaced, for logs and errors."""
     out = []
     for part in url.split(";"):
-        parsed = urlsplit(part)
+        try:
+            parsed = urlsplit(part)
+        except ValueError:  # not a URL (an unclosed "[" of an IPv6 host): hide whatever sits before "@"
+            out.append(re.sub(r"//[^/@]*@", "//***@", part))
+            continue
         if parsed.password:
             netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
             part = parsed._replace(netloc=netloc).geturl()

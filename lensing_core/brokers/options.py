@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -33,7 +34,10 @@ def _priority_steps(value: Any) -> list[int]:
         value = [part for part in value.replace("[", "").replace("]", "").split(",") if part.strip()]
     if not isinstance(value, list) or not value:
         raise ValueError("expected a list of integers such as [0,3,6,9] or 0,3,6,9")
-    steps = sorted({int(v) for v in value})
+    try:
+        steps = sorted({int(v) for v in value})
+    except (TypeError, ValueError):
+        raise ValueError("expected a list of integers such as [0,3,6,9] or 0,3,6,9") from None
     if steps[0] < 0:
         raise ValueError("priority steps must be >= 0")
     return steps
@@ -48,7 +52,17 @@ def _mapping(value: Any) -> dict[str, Any]:
 def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError("expected a number")
-    return float(value)
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
+def _timeout(value: Any) -> float:
+    seconds = _number(value)
+    if not math.isfinite(seconds) or not 0 < seconds <= 3600:
+        raise ValueError("expected seconds above 0 and at most 3600")
+    return seconds
 
 
 def _bool(value: Any) -> bool:
@@ -70,13 +84,13 @@ KNOWN_OPTIONS: Mapping[str, Mapping[str, Parser]] = {
         "unacked_key": _str,
         "master_name": _str,
         "sentinel_kwargs": _mapping,
-        "socket_timeout": _number,
-        "socket_connect_timeout": _number,
+        "socket_timeout": _timeout,
+        "socket_connect_timeout": _timeout,
     },
     "amqp": {
         "management_url": _str,
         "vhost": _str,
-        "connect_timeout": _number,
+        "connect_timeout": _timeout,
     },
     "sqs": {
         "queue_name_prefix": _str,

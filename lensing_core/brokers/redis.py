@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import redis
 import redis.sentinel
 
+from lensing_core.brokers import redact_url
 from lensing_core.brokers.base import (
     DEFAULT_EXCLUDED_QUEUES,
     BrokerConfigError,
@@ -310,6 +311,10 @@ def _sentinel_client(url: str, options: Mapping[str, Any], timeouts: dict[str, f
         hosts.append((parsed.hostname, parsed.port or 26379))
         password = unquote(parsed.password) if parsed.password else password
         if parsed.path.strip("/"):
+            if not parsed.path.strip("/").isdigit():
+                raise BrokerConfigError(
+                    f"broker URL part {redact_url(part)!r}: the path must be a database number such as /0"
+                )
             db = int(parsed.path.strip("/"))
     sentinel = redis.sentinel.Sentinel(hosts, sentinel_kwargs=options.get("sentinel_kwargs") or {}, **timeouts)
     return sentinel.master_for(master_name, db=db, password=password, **timeouts)
@@ -326,8 +331,11 @@ def open_redis_client(url: str, options: Mapping[str, Any]) -> redis.Redis:
         return _sentinel_client(url, options, timeouts)
     parsed = urlsplit(url)
     if parsed.path.strip("/") and not parsed.path.strip("/").isdigit():
-        raise BrokerConfigError(f"broker URL {url!r}: the path must be a database number such as /0")
-    return redis.Redis.from_url(_redis_url_with_ssl_defaults(url), **timeouts)
+        raise BrokerConfigError(f"broker URL {redact_url(url)!r}: the path must be a database number such as /0")
+    try:
+        return redis.Redis.from_url(_redis_url_with_ssl_defaults(url), **timeouts)
+    except ValueError as exc:  # a query parameter redis-py cannot parse (socket_timeout=abc)
+        raise BrokerConfigError(f"broker URL {redact_url(url)!r}: {exc}") from None
 
 
 def open_redis_reader(

@@ -60,7 +60,7 @@ class EventConsumer:
         self.on_unresolved = on_unresolved
         self.max_backoff = max_backoff
         self.last_error: str | None = None
-        self._worker = BackgroundThread(self._run, name="events-consumer")
+        self._worker = BackgroundThread(self._run, name="events-consumer", on_crash=self._crashed)
         self._stop = self._worker.stopping
         self._ever_connected = False
 
@@ -126,10 +126,6 @@ class EventConsumer:
             except StreamError as exc:
                 self._down(exc.reason, str(exc), failures)
                 failures += 1
-            except Exception as exc:  # a bug must not end the thread: reported like a lost stream
-                log.exception("event consumer failed")
-                self._down("internal", repr(exc), failures)
-                failures += 1
             finally:
                 self.stream.close()
             if not self._stop.is_set() and failures:
@@ -142,6 +138,10 @@ class EventConsumer:
         self.last_error = f"{reason}: {message}"
         if was_up or failures == 0:
             log.warning("event stream %s lost (%s); reconnecting with backoff", self.stream.description, message)
+
+    def _crashed(self, exc: BaseException | None) -> None:
+        """The consumer loop died (it is restarted): until it subscribes again the stream reads as down."""
+        self._down("internal", repr(exc), 0)
 
     def start(self) -> None:
         self._worker.start()

@@ -79,7 +79,7 @@ class GpuSampler:
         self._read_failures = 0  # consecutive cycles that ended in a reopen
         self._next_open = 0.0
         self._opened_at = 0.0
-        self._worker = BackgroundThread(self._run, name="gpu-sampler")
+        self._worker = BackgroundThread(self._run, name="gpu-sampler", on_crash=self._crashed)
         self._stop = self._worker.stopping
 
     @property
@@ -219,12 +219,13 @@ class GpuSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            try:
-                self.sample_once()
-            except Exception:  # a bug here must not end sampling; it is counted and logged
-                self.errors["internal"] += 1
-                log.exception("GPU sampling failed unexpectedly")
+            self.sample_once()
             self._stop.wait(max(self.interval - (time.monotonic() - started), 0.0))
+
+    def _crashed(self, exc: BaseException | None) -> None:
+        """The sampling loop died (it is restarted): until the next sample, the GPUs read as down."""
+        self.errors["internal"] += 1
+        self._publish(GpuSnapshot(up=False, errors=self._errors()), time.monotonic())
 
     def start(self) -> None:
         self._worker.start()

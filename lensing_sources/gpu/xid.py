@@ -12,6 +12,7 @@ import threading
 from collections import Counter
 from typing import Any
 
+from lensing_core.background import BackgroundThread
 from lensing_sources.gpu.nvml import Device, error_reason
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,8 @@ class XidWatcher:
         self.lock = threading.Lock()
         self.watched: set[str] = set()  # uuids registered for XID events
         self._event_set: Any = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = BackgroundThread(self._run, name="gpu-xid")
+        self._stop = self._worker.stopping
 
     def start(self, devices: list[Device]) -> None:
         nvml = self.nvml
@@ -51,9 +52,7 @@ class XidWatcher:
         if not self.watched:
             self._free()
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="gpu-xid", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def _run(self) -> None:
         nvml = self.nvml
@@ -94,10 +93,7 @@ class XidWatcher:
             return dict(self.counts), dict(self.errors)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=WAIT_MS / 1000 + 5)
-            self._thread = None
+        self._worker.stop(timeout=WAIT_MS / 1000 + 5)
         self._free()
         self.watched = set()
 

@@ -129,7 +129,7 @@ def test_adapter_metric_families_are_in_the_catalog() -> None:
     from adapter.config import single_broker
     from adapter.providers.brokers import BrokerBinding, BrokerHealthCollector, BrokerMetrics
     from lensing_core.brokers import BrokerSnapshot
-    from lensing_core.catalog import ADAPTER
+    from lensing_core.catalog import ADAPTER, PROCESS
     from lensing_core.poller import BrokerPoller, PollState
 
     class Reader:
@@ -151,11 +151,12 @@ def test_adapter_metric_families_are_in_the_catalog() -> None:
     registry = stats.registry
     registry.register(BrokerHealthCollector(provider))
     names = {metric.name for metric in registry.collect()}
-    expected = {name.removesuffix("_total") for name, spec in ADAPTER.items() if "prometheus" not in name}
+    served = {**ADAPTER, **PROCESS}
+    expected = {name.removesuffix("_total") for name in served if "prometheus" not in name}
     assert names == expected
     for metric in registry.collect():
         for sample in metric.samples:
-            spec = ADAPTER.get(sample.name) or ADAPTER.get(metric.name) or ADAPTER[metric.name + "_total"]
+            spec = served.get(sample.name) or served.get(metric.name) or served[metric.name + "_total"]
             assert set(sample.labels) - {"le"} == set(spec.labels), sample
 
 

@@ -47,3 +47,11 @@ def test_accepted(parse, text: str, value: object) -> None:  # type: ignore[no-u
 def test_refused_with_what_is_accepted(parse, text: str, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(argparse.ArgumentTypeError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse(text)
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-1", "1e10", "10x"])
+def test_durations_are_finite_and_bounded(text: str) -> None:
+    from adapter.cli import duration
+
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a duration"):
+        duration(text)
