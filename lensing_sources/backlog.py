@@ -4,7 +4,8 @@ One function for both faces (the exporter's queue collector and the adapter's br
 two immutable snapshots: a broker read and the running tasks of the event stream.
 
 - Redis gives the task id of every unacknowledged message:
-  backlog = waiting + |unacked ids | running ids| (the size of the set union).
+  backlog = waiting + |unacked ids | running ids | prefetched ids| (the size of the set union; the
+  prefetched ids are the stream's task-received without a start, which are unacked anyway).
   A prefetched task is unacked only; a late-ack task that runs is in both (once); an early-ack task
   that runs is in the running set only.
 - RabbitMQ (and any broker that gives counts): backlog = waiting + unacknowledged + the running tasks
@@ -47,7 +48,10 @@ def queue_work(broker: BrokerSnapshot, running: RunningSnapshot | None) -> dict[
             continue
         assert running is not None
         if depth.unacked_ids is not None:  # ids: the union counts a late-ack running task once
-            backlog: int | None = depth.waiting + len(depth.unacked_ids | ids)
+            # the prefetched tasks the stream showed join too: an early-ack task leaves the unacked set a
+            # moment before its task-started event arrives, and is then in no other set
+            reserved = running.reserved.get(queue, empty)
+            backlog: int | None = depth.waiting + len(depth.unacked_ids | ids | reserved)
         elif depth.inflight is not None:
             backlog = depth.waiting + depth.inflight + running.acked.get(queue, 0)
         else:

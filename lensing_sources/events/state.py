@@ -76,6 +76,9 @@ class RunningSnapshot:
     by_queue: Mapping[str, frozenset[str]]  # queue -> ids of the tasks running on live workers
     acked: Mapping[str, int]  # queue -> running tasks whose message was acknowledged (learn_acks only)
     unknown: Mapping[str, str]  # queue -> why its running part is not known (ack_mode_unknown, unplaced)
+    #: queue -> ids of the tasks received by live workers and not started (prefetched): only for a union
+    #: with the broker's unacked ids, never counted on their own
+    reserved: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 class Histogram:
@@ -128,6 +131,7 @@ class WorkerRecord:
         "learned_queues",
         "missing",
         "pid",
+        "reserved",
         "resync",
         "running",
         "short",
@@ -154,6 +158,9 @@ class WorkerRecord:
         self.learned_queues: set[str] = set()  # from the queue of tasks it ran
         self.slots: int | None = None  # pool size from `inspect stats`
         self.running: dict[str, TaskRecord] = {}
+        #: received (prefetched) and not started nor ended: covers the instant between an early ack and
+        #: task-started, when a task is in neither the broker's unacked set nor ``running``
+        self.reserved: dict[str, TaskRecord] = {}
         #: task name -> whether its messages are acknowledged by the time it runs (``inspect active``)
         self.acked: dict[str, bool] = {}
 
@@ -327,6 +334,8 @@ class EventState:
         record.state = "received"
         worker = self._worker_of(event, now)
         if worker is not None:
+            if len(worker.reserved) < MAX_RUNNING_PER_WORKER:
+                worker.reserved[event["uuid"]] = record
             if record.queue is not None and len(worker.learned_queues) < MAX_LEARNED_QUEUES:
                 worker.learned_queues.add(record.queue)
             elif record.queue is None and self._task_queue(record, worker) == UNKNOWN:
@@ -345,6 +354,8 @@ class EventState:
         record.state = "started"
         record.hostname = event["hostname"]
         worker = self._worker_of(event, now)
+        if worker is not None:
+            worker.reserved.pop(uuid, None)
         if worker is not None and len(worker.running) < MAX_RUNNING_PER_WORKER:
             worker.running[uuid] = record
             if record.queue is not None:
@@ -363,6 +374,7 @@ class EventState:
         if worker is not None:
             worker.last_seen = now
             worker.running.pop(uuid, None)
+            worker.reserved.pop(uuid, None)
         if state in ("succeeded", "failed"):
             runtime = _number(event.get("runtime"))
             ended = _number(event.get("timestamp"))
@@ -384,6 +396,7 @@ class EventState:
         if worker.running:
             log.info("worker %s restarted: %d running task(s) dropped", worker.hostname, len(worker.running))
         worker.running.clear()
+        worker.reserved.clear()
         worker.pid = pid
         worker.hb_ts = worker.hb_clock = None
         worker.excess = 0
@@ -542,6 +555,8 @@ class EventState:
         self.unresolved_workers = []
         for hostname, worker in list(self.workers.items()):
             if self.alive(worker, now):
+                if worker.reserved:  # a record that moved on (its started or end event went to another host)
+                    worker.reserved = {u: r for u, r in worker.reserved.items() if r.state == "received"}
                 for queue in worker.queues():
                     if queue != UNKNOWN:  # a worker not yet asked: no lasting zero series for it
                         self.queues_seen[queue] = now
@@ -631,11 +646,16 @@ class EventState:
         if now < self.connected_at + self.config.warmup:
             return RunningSnapshot("warming_up", {}, {}, {})
         by_queue: dict[str, set[str]] = {}
+        reserved: dict[str, set[str]] = {}
         acked: dict[str, int] = {}
         unknown: dict[str, str] = {}
         for worker in self.workers.values():
             if not self.alive(worker, now):
                 continue
+            for uuid, record in worker.reserved.items():
+                queue = self._task_queue(record, worker)
+                if queue not in (UNKNOWN, OTHER) and record.state == "received":
+                    reserved.setdefault(queue, set()).add(uuid)
             for uuid, record in worker.running.items():
                 queue = self._task_queue(record, worker)
                 if queue in (UNKNOWN, OTHER):
@@ -653,4 +673,10 @@ class EventState:
                         unknown.setdefault(queue, "ack_mode_unknown")
                     elif flag:
                         acked[queue] = acked.get(queue, 0) + 1
-        return RunningSnapshot(None, {q: frozenset(ids) for q, ids in by_queue.items()}, acked, unknown)
+        return RunningSnapshot(
+            None,
+            {q: frozenset(ids) for q, ids in by_queue.items()},
+            acked,
+            unknown,
+            {q: frozenset(ids) for q, ids in reserved.items()},
+        )
