@@ -31,6 +31,7 @@ from lensing_core.brokers import BrokerConfigError
 from lensing_core.cli_args import add_broker_arguments, add_connection_arguments, add_logging_arguments, limits_from
 from lensing_core.logsetup import configure_logging
 from lensing_core.options import MAX_NUMBER, ArgumentParser, add_option, positive_float
+from lensing_sources import events
 
 log = logging.getLogger("adapter")
 
@@ -259,6 +260,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         env="LENSING_ADAPTER_MAX_STALENESS",
         help="answer 503 when the last good broker read is older than this (default 10)",
     )
+    # the running part of the backlog: the exporter's event consumer, with the flags it needs
+    events_group = parser.add_argument_group("Celery events (the running part of celery_queue_backlog)")
+    events.add_arguments(events_group, only=events.ADAPTER_OPTIONS)  # type: ignore[arg-type]
     custom_cli.add_arguments(parser)
     add_logging_arguments(parser)
     return parser
@@ -298,7 +302,7 @@ def build_apis(args: argparse.Namespace, custom: custom_cli.CustomSetup) -> list
     """The API groups the adapter serves, each with its providers: external metrics from the brokers (plus
     PromQL rules when configured), custom metrics from Prometheus when --prometheus-url is set.
     Raises ConfigError/BrokerConfigError for unusable settings."""
-    bindings = open_bindings(brokers_from(args), args.poll_interval)
+    bindings = open_bindings(brokers_from(args), args.poll_interval, args)
     brokers = BrokerMetrics(bindings, max_staleness=args.max_staleness)
     try:
         external = ExternalMetricsAPI([brokers, *custom.external_providers()])

@@ -66,10 +66,9 @@ def quantiles(histogram: str, selector: str) -> tuple[Target, ...]:
 
 
 def backlog(selector: str) -> str:
-    """Waiting plus in flight per queue; a broker that reports no in-flight count adds nothing."""
-    waiting = f"max by (queue) (celery_queue_length{{{selector}}})"
-    inflight = f"max by (queue) (celery_queue_inflight{{{selector}}})"
-    return f"{waiting} + ({inflight} or 0 * {waiting})"
+    """The exporter's backlog per queue (waiting + delivered and not finished, each once); absent while
+    its running part is not known, never the waiting part alone."""
+    return f"max by (queue) (celery_queue_backlog{{{selector}}})"
 
 
 def common_variables() -> list[Json]:
@@ -197,26 +196,38 @@ def workers_dashboard() -> Json:
                 (Target(f"max by (queue) (celery_queue_length{{{QUEUE}}})", legend="{{queue}}"),),
                 unit="short",
                 thresholds=Threshold("green", ((100, "red"),)),
-                width=8,
+                width=6,
                 min=0,
             ),
             Panel(
                 "In flight",
-                "Messages a worker has taken (prefetched or running) and not yet acknowledged (celery_queue_inflight).",
+                "Messages a worker has taken (prefetched, or running with late acks) and not yet acknowledged "
+                "(celery_queue_inflight).",
                 (Target(f"max by (queue) (celery_queue_inflight{{{QUEUE}}})", legend="{{queue}}"),),
                 unit="short",
                 threshold_style="off",
-                width=8,
+                width=6,
                 min=0,
             ),
             Panel(
-                "Backlog (waiting + in flight)",
-                "The work the workers actually have: waiting plus in flight. Unlike the waiting count it "
-                "never reads 0 while workers are busy; it is the recommended metric to scale GPU workers on.",
+                "Running",
+                "Tasks running now on live workers, from the Celery event stream (celery_queue_running). "
+                "Absent while the running part is not known (celery_queue_running_up says why).",
+                (Target(f"max by (queue) (celery_queue_running{{{QUEUE}}})", legend="{{queue}}"),),
+                unit="short",
+                threshold_style="off",
+                width=6,
+                min=0,
+            ),
+            Panel(
+                "Backlog (waiting + delivered, not finished)",
+                "The work the workers actually have: waiting plus every task prefetched or running, each once, "
+                "under any acknowledgement mode (celery_queue_backlog). Unlike the waiting count it never reads "
+                "0 while workers are busy; it is the recommended metric to scale GPU workers on.",
                 (Target(backlog(QUEUE), legend="{{queue}}"),),
                 unit="short",
                 thresholds=Threshold("green", ((100, "red"),)),
-                width=8,
+                width=6,
                 min=0,
             ),
             Panel(

@@ -55,11 +55,13 @@ def build_sources(args: argparse.Namespace) -> list[Source]:
     on GPU nodes), which serves GPU metrics alone.
     """
     sources: list[Source] = []
+    event_source = events.build_source(args)
     if args.broker_url or args.gpu != "on":
         reader = open_reader(args.broker_url, args.transport_options, args.queues)
         poller = BrokerPoller(reader, args.poll_interval, url_for_logs=args.broker_url)
-        sources.append(BrokerSource(poller, ready_within=max(3 * args.poll_interval, 10.0)))
-    for extra in (events.build_source(args), gpu.build_source(args)):
+        running = event_source.running if event_source is not None else None
+        sources.append(BrokerSource(poller, ready_within=max(3 * args.poll_interval, 10.0), running=running))
+    for extra in (event_source, gpu.build_source(args)):
         if extra is not None:
             sources.append(extra)
     return sources

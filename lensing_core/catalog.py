@@ -43,6 +43,26 @@ BROKER = _specs(
     ("celery_queue_length", "gauge", ("queue",), "Messages waiting in the broker, every priority level summed."),
     ("celery_queue_inflight", "gauge", ("queue",), "Messages delivered to a worker and not yet acknowledged."),
     ("celery_queue_delayed", "gauge", ("queue",), "Messages delayed by the broker (SQS delay)."),
+    (
+        "celery_queue_running",
+        "gauge",
+        ("queue",),
+        "Tasks of the queue running now on live workers (task-started without an end, from the event stream).",
+    ),
+    (
+        "celery_queue_backlog",
+        "gauge",
+        ("queue",),
+        "Waiting plus every task delivered to a worker and not finished (prefetched or running), each once, "
+        "under any acknowledgement mode; absent while the running part is not known.",
+    ),
+    (
+        "celery_queue_running_up",
+        "gauge",
+        ("queue", "reason"),
+        "1 when the queue's running tasks are known; 0 when they are not and running and backlog are absent "
+        "(reason: events_off, events_down, warming_up, unplaced, ack_mode_unknown, inflight_unknown).",
+    ),
     ("celery_broker_up", "gauge", ("transport",), "1 when the last read of the broker succeeded, else 0."),
     ("celery_broker_read_errors_total", "counter", ("reason",), "Failed broker reads, by reason."),
     ("celery_broker_reads_total", "counter", (), "Successful broker reads."),
@@ -164,6 +184,12 @@ ADAPTER = _specs(
         "Time from the request's arrival to its answer, by kind.",
     ),
     ("lensing_adapter_broker_up", "gauge", ("broker",), "1 when the adapter's last read of the broker succeeded."),
+    (
+        "lensing_adapter_events_up",
+        "gauge",
+        ("broker",),
+        "1 while the adapter is subscribed to the broker's Celery event stream (the running part of the backlog).",
+    ),
     (
         "lensing_adapter_broker_read_age_seconds",
         "gauge",

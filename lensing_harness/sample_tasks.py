@@ -6,7 +6,9 @@ Used by `make demo` and by the tests, which start real workers on it:
 
 Settings come from the environment so a test can point a worker at its own broker, key prefix
 or queues: CELERY_BROKER_URL, LENSING_TRANSPORT_OPTIONS (JSON), LENSING_PREFETCH (worker prefetch
-multiplier), LENSING_ACKS_LATE (1 = acknowledge after the task ran, so running tasks stay unacked).
+multiplier), LENSING_ACKS_LATE (1 = acknowledge after the task ran, so running tasks stay unacked;
+default 0: Celery's early acknowledgement, as the platform runs), LENSING_COUNTER_URL (the Redis the
+tracked tasks decrement their counter in; default the broker).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ app = Celery("lensing_sample", broker=os.environ.get("CELERY_BROKER_URL", "redis
 app.conf.update(
     broker_transport_options=json.loads(os.environ.get("LENSING_TRANSPORT_OPTIONS", "{}")),
     worker_prefetch_multiplier=int(os.environ.get("LENSING_PREFETCH", "4")),
-    task_acks_late=os.environ.get("LENSING_ACKS_LATE", "1") == "1",
+    task_acks_late=os.environ.get("LENSING_ACKS_LATE", "0") == "1",
     task_default_queue="analyses",
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
@@ -35,6 +37,31 @@ def analyse_lens(lens_id: int, seconds: float = 1.0) -> dict[str, float]:
     """Pretend to fit a lens model: sleep for ``seconds``, return a made-up Einstein radius."""
     time.sleep(seconds)
     return {"lens_id": lens_id, "einstein_radius_arcsec": round(random.uniform(0.5, 2.0), 3)}
+
+
+def _finished(counter: str) -> None:
+    import redis
+
+    url = os.environ.get("LENSING_COUNTER_URL") or os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+    client = redis.Redis.from_url(url)
+    try:
+        client.decr(counter)
+    finally:
+        client.close()
+
+
+@app.task(name="lensing.tracked")
+def tracked(counter: str, seconds: float = 1.0) -> None:
+    """Sleep ``seconds``, then decrement the Redis key ``counter``: the producer's count of unfinished tasks."""
+    time.sleep(seconds)
+    _finished(counter)
+
+
+@app.task(name="lensing.tracked_late", acks_late=True)
+def tracked_late(counter: str, seconds: float = 1.0) -> None:
+    """:func:`tracked`, acknowledged after it ran whatever the app's default (a mix of acknowledgement modes)."""
+    time.sleep(seconds)
+    _finished(counter)
 
 
 @app.task(name="lensing.fail")

@@ -19,7 +19,7 @@ def start_sample_worker(
     log: IO[bytes],
     concurrency: int = 2,
     prefetch: int = 4,
-    acks_late: bool = True,
+    acks_late: bool = False,
     events: bool = False,
     transport_options: str = "{}",
     extra_env: Mapping[str, str] | None = None,

@@ -89,12 +89,15 @@ def _num(value: float | None) -> str:
 
 
 def render_table(metrics: Metrics) -> list[str]:
-    """Per-queue waiting, in flight and backlog, with the event metrics' columns when they exist."""
+    """Per-queue waiting, in flight, running and backlog (the exporter's: "-" while the running part is not
+    known), with the event metrics' columns when they exist."""
     waiting = metrics.by_queue("celery_queue_length")
-    inflight = metrics.by_queue("celery_queue_inflight")
-    columns: list[tuple[str, dict[str, float]]] = [("waiting", waiting), ("in flight", inflight)]
-    backlog = {q: waiting[q] + inflight[q] for q in waiting if q in inflight}
-    columns.append(("backlog", backlog))
+    columns: list[tuple[str, dict[str, float]]] = [
+        ("waiting", waiting),
+        ("in flight", metrics.by_queue("celery_queue_inflight")),
+        ("running", metrics.by_queue("celery_queue_running")),
+        ("backlog", metrics.by_queue("celery_queue_backlog")),
+    ]
     for header, name in (("active", "active_analyses"), ("workers", "celery_workers")):
         if metrics.has(name):
             columns.append((header, metrics.by_queue(name)))
@@ -102,7 +105,7 @@ def render_table(metrics: Metrics) -> list[str]:
         busy, slots = metrics.by_queue("celery_worker_slots_busy"), metrics.by_queue("celery_worker_slots")
         columns.append(("slots busy", {q: busy.get(q, 0.0) for q in slots}))
         columns.append(("slots", slots))
-    queues = sorted(set(waiting) | {q for _, col in columns[3:] for q in col} - {""})
+    queues = sorted(set(waiting) | {q for _, col in columns[4:] for q in col} - {""})
     width = max([len("queue"), *(len(q) for q in queues)])
     header = "queue".ljust(width) + "".join(f"  {title:>10}" for title, _ in columns)
     lines = [header, "-" * len(header)]

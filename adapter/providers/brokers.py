@@ -1,18 +1,26 @@
 """External metrics from the brokers: Celery queue depth.
 
 - ``celery_queue_length{queue}``: messages waiting, every priority summed (as the exporter defines it);
-- ``celery_queue_backlog{queue}``: waiting plus in flight, the work the workers actually have.
+- ``celery_queue_backlog{queue}``: waiting plus every task delivered to a worker and not finished, each
+  once (lensing_sources.backlog, the exporter's function): the running part comes from the broker's
+  Celery event stream, which the adapter consumes itself.
 
-Values come from each broker's :class:`BrokerPoller` (the exporter's readers, polled in the background):
-a request never costs a broker round trip. A last good read older than ``max_staleness`` seconds is not
-served: the answer is 503 and the HPA keeps its replicas.
+Values come from each broker's :class:`BrokerPoller` (the exporter's readers, polled in the background)
+and event source: a request never costs a broker round trip. A last good read older than
+``max_staleness`` seconds is not served: the answer is 503 and the HPA keeps its replicas. A backlog
+whose running part has not been known for ``max_staleness`` seconds is 503 too, never the waiting part
+alone; within that grace the last backlog computed with a known running part is served.
+
+A queue the broker has no trace of answers 404, naming the queues it has: a typo in an HPA selector
+shows in the HPA's conditions instead of reading as 0 and scaling the workers to their minimum.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -20,27 +28,55 @@ from prometheus_client.registry import Collector
 from adapter.config import ANY_NAMESPACE, BrokerConfig
 from adapter.providers.interface import ExternalValue, MetricNotFound, Unavailable
 from adapter.selectors import Selector
-from lensing_core.brokers import BrokerConfigError, BrokerSnapshot, QueueDepth, open_reader
-from lensing_core.poller import BrokerPoller
+from lensing_core.brokers import BrokerConfigError, BrokerSnapshot, open_reader
+from lensing_core.poller import BrokerPoller, PollState
+from lensing_sources import events
+from lensing_sources.backlog import QueueWork, queue_work
 
 QUEUE_LABEL = "queue"
-
-#: metric name -> the value of one queue (None: this broker cannot tell)
-METRICS: dict[str, Callable[[QueueDepth], int | None]] = {
-    "celery_queue_backlog": lambda depth: depth.backlog,
-    "celery_queue_length": lambda depth: depth.waiting,
+BACKLOG = "celery_queue_backlog"
+LENGTH = "celery_queue_length"
+METRICS = (BACKLOG, LENGTH)
+#: at most this many known queues are named in a 404 (the message stays short)
+NAMED_IN_404 = 20
+_WHY = {
+    "events_off": "no Celery event stream is consumed for this broker (--no-events, or SQS, which has none)",
+    "events_down": "the Celery event stream is down",
+    "warming_up": "the Celery event stream has just (re)connected and is settling",
+    "unplaced": "a running task's queue is not known yet",
+    "ack_mode_unknown": "whether a running task's message was acknowledged is not known yet (inspect active)",
+    "inflight_unknown": "the broker does not report in-flight messages (RabbitMQ: add management_url)",
 }
-EMPTY_QUEUE = QueueDepth(waiting=0, inflight=0)
 
 
 @dataclass(slots=True)
 class BrokerBinding:
     config: BrokerConfig
     poller: BrokerPoller
+    events: events.EventSource | None = None
+    #: queue -> (backlog, when) of the last computation with a known running part (the poll thread's)
+    last_known: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def work(self, snapshot: BrokerSnapshot) -> dict[str, QueueWork]:
+        return queue_work(snapshot, self.events.running() if self.events is not None else None)
+
+    def remember(self, state: PollState) -> None:
+        """Poll listener: keep each queue's last backlog computed with a known running part."""
+        if state.snapshot is None:
+            return
+        now = time.time()
+        for queue, item in self.work(state.snapshot).items():
+            if item.backlog is not None:
+                self.last_known[queue] = (item.backlog, now)
+        for queue in [q for q in self.last_known if q not in state.snapshot.queues]:
+            del self.last_known[queue]
 
 
-def open_bindings(brokers: Sequence[BrokerConfig], poll_interval: float) -> list[BrokerBinding]:
-    """A reader and a poller per broker. Raises BrokerConfigError for an unusable broker URL or option."""
+def open_bindings(
+    brokers: Sequence[BrokerConfig], poll_interval: float, event_args: argparse.Namespace | None = None
+) -> list[BrokerBinding]:
+    """A reader, a poller and (where the broker has events and ``event_args.events``) an event source per
+    broker. Raises BrokerConfigError for an unusable broker URL or option."""
     bindings = []
     for broker in brokers:
         try:
@@ -48,7 +84,12 @@ def open_bindings(brokers: Sequence[BrokerConfig], poll_interval: float) -> list
         except BrokerConfigError as exc:
             raise BrokerConfigError(f"broker {broker.name!r} (url, transportOptions): {exc}") from None
         poller = BrokerPoller(reader, poll_interval, name=f"broker {broker.name}", url_for_logs=broker.url)
-        bindings.append(BrokerBinding(broker, poller))
+        source = None
+        if event_args is not None and event_args.events and events.has_events(broker.url):
+            source = events.source_for(broker.url, broker.transport_options, event_args)
+        binding = BrokerBinding(broker, poller, source)
+        poller.add_listener(binding.remember)
+        bindings.append(binding)
     return bindings
 
 
@@ -72,8 +113,11 @@ class BrokerMetrics:
     def list_metrics(self) -> list[str]:
         return sorted(METRICS)
 
-    def answer_version(self, namespace: str, metric: str) -> BrokerSnapshot:
-        """The broker's last good read: answers computed from the same read are the same."""
+    def answer_version(self, namespace: str, metric: str) -> BrokerSnapshot | None:
+        """The broker's last good read: lengths computed from the same read are the same. A backlog
+        follows the event stream between reads: not cached."""
+        if metric == BACKLOG:
+            return None
         return self._fresh_read(namespace, metric)[1]
 
     def _fresh_read(self, namespace: str, metric: str) -> tuple[BrokerBinding, BrokerSnapshot]:
@@ -95,25 +139,41 @@ class BrokerMetrics:
         return binding, snapshot
 
     async def external_metric(self, namespace: str, metric: str, selector: Selector) -> list[ExternalValue]:
-        value_of = METRICS.get(metric)
-        if value_of is None:
+        if metric not in METRICS:
             raise MetricNotFound(f"the server could not find the metric {metric}", metric)
         binding, snapshot = self._fresh_read(namespace, metric)
-        queues = dict(snapshot.queues)
-        for named in selector.named_values(QUEUE_LABEL):
-            queues.setdefault(named, EMPTY_QUEUE)  # an empty Redis list has no key: the queue is 0, not missing
+        # the readers list every queue they know, empty ones included (Redis: from the bindings)
+        unknown = sorted(set(selector.named_values(QUEUE_LABEL)) - set(snapshot.queues))
+        if unknown:
+            known = sorted(snapshot.queues)
+            named = ", ".join(known[:NAMED_IN_404]) + (
+                f" and {len(known) - NAMED_IN_404} more" if len(known) > NAMED_IN_404 else ""
+            )
+            raise MetricNotFound(
+                f"broker {binding.config.name!r} has no queue {', '.join(unknown)} (known queues: {named or 'none'})",
+                metric,
+            )
+        matching = [q for q in sorted(snapshot.queues) if selector.matches({QUEUE_LABEL: q})]
+        if metric == LENGTH:
+            return [
+                ExternalValue(metric, {QUEUE_LABEL: q}, snapshot.read_at, snapshot.queues[q].waiting) for q in matching
+            ]
+        work = binding.work(snapshot)
+        now = self.clock()
         values = []
-        for queue in sorted(queues):
-            labels = {QUEUE_LABEL: queue}
-            if not selector.matches(labels):
+        for queue in matching:
+            item = work[queue]
+            if item.backlog is not None:
+                values.append(ExternalValue(metric, {QUEUE_LABEL: queue}, now, item.backlog))
                 continue
-            value = value_of(queues[queue])
-            if value is None:
+            last = binding.last_known.get(queue)
+            if last is None or now - last[1] > self.max_staleness:
                 raise Unavailable(
-                    f"broker {binding.config.name!r} does not report in-flight messages, which {metric} counts "
-                    "(RabbitMQ: add the transport option management_url); celery_queue_length is served"
+                    f"the backlog of queue {queue!r} on broker {binding.config.name!r} is not known: "
+                    f"{_WHY.get(item.unknown or '', item.unknown)} (for more than --max-staleness "
+                    f"{self.max_staleness:g}s); celery_queue_length is served"
                 )
-            values.append(ExternalValue(metric, labels, snapshot.read_at, value))
+            values.append(ExternalValue(metric, {QUEUE_LABEL: queue}, last[1], last[0]))
         return values
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -130,11 +190,15 @@ class BrokerMetrics:
 
     def start(self) -> None:
         for binding in self.bindings:
+            if binding.events is not None:
+                binding.events.start()
             binding.poller.start()
 
     def stop(self) -> None:
         for binding in self.bindings:
             binding.poller.stop()
+            if binding.events is not None:
+                binding.events.stop()
 
 
 class BrokerHealthCollector(Collector):
@@ -150,11 +214,19 @@ class BrokerHealthCollector(Collector):
             "Seconds since the adapter's last good read of the broker (above --max-staleness: answers are 503).",
             labels=["broker"],
         )
+        events_up = GaugeMetricFamily(
+            "lensing_adapter_events_up",
+            "1 while the adapter is subscribed to the broker's Celery event stream (the running part of the backlog).",
+            labels=["broker"],
+        )
         now = self.provider.clock()
         for binding in self.provider.bindings:
             state = binding.poller.state
             up.add_metric([binding.config.name], 1.0 if state.up else 0.0)
             if state.snapshot is not None:
                 age.add_metric([binding.config.name], max(now - state.snapshot.read_at, 0.0))
+            if binding.events is not None:
+                events_up.add_metric([binding.config.name], 1.0 if binding.events.state.connected else 0.0)
         yield up
         yield age
+        yield events_up

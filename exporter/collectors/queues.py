@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -13,6 +13,8 @@ from exporter.exposition import encode
 from lensing_core import catalog
 from lensing_core.brokers import BrokerSnapshot
 from lensing_core.poller import BrokerPoller, PollState
+from lensing_sources.backlog import queue_work
+from lensing_sources.events.state import RunningSnapshot
 
 
 class QueueCollector(Collector):
@@ -20,11 +22,17 @@ class QueueCollector(Collector):
     shows ``celery_broker_up 0`` and no queue numbers at all, never zeros.
 
     The queue families are built, and rendered, once per successful read on the poll thread
-    (:meth:`prerender`); scrapes reuse them. The health families are built at each scrape.
+    (:meth:`prerender`); scrapes reuse them. The health families, and running and backlog (which
+    follow the event stream between reads), are built at each scrape.
+
+    ``running`` gives the event stream's running tasks (None: no events are consumed). Where the
+    running part of a queue is not known, its running and backlog series are absent and
+    ``celery_queue_running_up{queue,reason}`` is 0 and says why.
     """
 
-    def __init__(self, poller: BrokerPoller) -> None:
+    def __init__(self, poller: BrokerPoller, running: Callable[[], RunningSnapshot] | None = None) -> None:
         self.poller = poller
+        self.running = running
         self._lock = threading.Lock()
         self._for: BrokerSnapshot | None = None
         self._families: list[Metric] = []
@@ -37,6 +45,7 @@ class QueueCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self.health_families()
         yield from self._queue_state()[0]
+        yield from self.work_families()
 
     def exposition(self, openmetrics: bool) -> bytes:
         families, rendered = self._queue_state()
@@ -46,7 +55,24 @@ class QueueCollector(Collector):
             with self._lock:
                 if self._for is self.poller.state.snapshot:
                     self._rendered[openmetrics] = text
-        return encode(self.health_families(), openmetrics) + text
+        return encode([*self.health_families(), *self.work_families()], openmetrics) + text
+
+    def work_families(self) -> list[Metric]:
+        """``celery_queue_running``, ``celery_queue_backlog`` and ``celery_queue_running_up`` now."""
+        state = self.poller.state
+        if not state.up or state.snapshot is None:
+            return []
+        work = queue_work(state.snapshot, self.running() if self.running is not None else None)
+        running = catalog.gauge("celery_queue_running")
+        backlog = catalog.gauge("celery_queue_backlog")
+        running_up = catalog.gauge("celery_queue_running_up")
+        for queue, item in sorted(work.items()):
+            running_up.add_metric([queue, item.unknown or ""], 0.0 if item.unknown else 1.0)
+            if item.running is not None and item.unknown is None:
+                running.add_metric([queue], item.running)
+            if item.backlog is not None:
+                backlog.add_metric([queue], item.backlog)
+        return [running, backlog, running_up]
 
     def prerender(self, state: PollState) -> None:
         """Poll listener: build and render the queue families of a new snapshot (text format)."""

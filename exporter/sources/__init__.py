@@ -7,13 +7,14 @@ A fault in one never stops another: each runs on its own thread and reports thro
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from prometheus_client.registry import Collector
 
 from exporter.collectors.queues import QueueCollector
 from lensing_core.poller import BrokerPoller
+from lensing_sources.events.state import RunningSnapshot
 
 
 class Source(Protocol):
@@ -35,9 +36,12 @@ class BrokerSource:
 
     name = "broker"
 
-    def __init__(self, poller: BrokerPoller, ready_within: float) -> None:
+    def __init__(
+        self, poller: BrokerPoller, ready_within: float, running: Callable[[], RunningSnapshot] | None = None
+    ) -> None:
         self.poller = poller
         self.ready_within = ready_within
+        self.running = running  # the event source's running tasks, for the backlog
 
     def start(self) -> None:
         self.poller.start()
@@ -46,7 +50,7 @@ class BrokerSource:
         self.poller.stop()
 
     def collectors(self) -> Iterable[Collector]:
-        return [QueueCollector(self.poller)]
+        return [QueueCollector(self.poller, self.running)]
 
     def readiness(self) -> tuple[bool, str]:
         state = self.poller.state

@@ -27,13 +27,9 @@ class QueueDepth:
     waiting: int
     inflight: int | None = None
     delayed: int | None = None
-
-    @property
-    def backlog(self) -> int | None:
-        """Waiting plus in-flight: the work the workers actually have."""
-        if self.inflight is None:
-            return None
-        return self.waiting + self.inflight
+    #: task ids of the in-flight (unacknowledged) messages where the broker tells them (Redis); None elsewhere.
+    #: The backlog (lensing_sources.backlog) unites them with the running tasks.
+    unacked_ids: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

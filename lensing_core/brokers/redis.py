@@ -99,9 +99,10 @@ class RedisQueueReader(QueueReader):
         self._discovered: tuple[str, ...] = ()
         self._routes: dict[tuple[str, str], str] = {}  # (exchange, routing_key) -> queue
         self._discovered_at = float("-inf")
-        # delivery tag -> (exchange, routing_key) of its message, read once per tag; None: unreadable entry.
-        # The route, not the queue, is kept so a tag learned before its binding was discovered still resolves.
-        self._tag_route: dict[bytes, tuple[str, str] | None] = {}
+        # delivery tag -> ((exchange, routing_key), task id) of its message, read once per tag (one HMGET);
+        # None: unreadable entry. The route, not the queue, is kept so a tag learned before its binding was
+        # discovered still resolves. The task id is what the backlog unites with the running tasks.
+        self._tag_route: dict[bytes, tuple[tuple[str, str], str | None] | None] = {}
         self._scripting = True  # EVAL; falls back to a pipeline where the server refuses scripts
         self._packed: tuple[tuple[str, ...], list[bytes]] | None = None
         self._truncated_warned = False
@@ -170,7 +171,7 @@ class RedisQueueReader(QueueReader):
             for tag, raw in zip(chunk, self.client.hmget(self.unacked_key, chunk), strict=True):
                 if raw is None:  # acknowledged between HKEYS and HMGET
                     continue
-                self._tag_route[tag] = _route_of(raw)
+                self._tag_route[tag] = _entry_of(raw)
 
     # -- the read -----------------------------------------------------------------------------
     def _packed_read(self, queues: tuple[str, ...], connection: Any) -> list[bytes]:
@@ -243,19 +244,23 @@ class RedisQueueReader(QueueReader):
 
         known = frozenset(queues)
         inflight: dict[str, int] = dict.fromkeys(queues, 0)
+        ids: dict[str, set[str]] = {queue: set() for queue in queues}
         unattributed = 0
         resolved: dict[tuple[str, str] | None, str | None] = {}
         for tag in tags:
-            route = self._tag_route.get(tag)
+            entry = self._tag_route.get(tag)
+            route, task_id = entry if entry is not None else (None, None)
             if route not in resolved:
                 resolved[route] = self._queue_of(route, known)
             owner = resolved[route]
             if owner is not None:
                 inflight[owner] += 1
+                # a message without a task id (not Celery's) still counts in flight, under its tag
+                ids[owner].add(task_id if task_id is not None else "tag:" + tag.decode(errors="replace"))
             else:
                 unattributed += 1
         depths = {
-            queue: QueueDepth(waiting=count, inflight=inflight[queue])
+            queue: QueueDepth(waiting=count, inflight=inflight[queue], unacked_ids=frozenset(ids[queue]))
             for queue, count in zip(queues, waiting, strict=True)
         }
         return BrokerSnapshot(
@@ -273,15 +278,25 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _route_of(raw: bytes | str) -> tuple[str, str] | None:
-    """(exchange, routing_key) of an ``unacked`` entry ``[message, exchange, routing_key]``."""
+def _entry_of(raw: bytes | str) -> tuple[tuple[str, str], str | None] | None:
+    """((exchange, routing_key), task id) of an ``unacked`` entry ``[message, exchange, routing_key]``.
+
+    The task id is the message's ``headers.id`` (Celery's protocol 2) or its ``correlation_id``
+    (protocol 1 sets it to the task id too); None for a message that is not a Celery task."""
     try:
         entry = json.loads(raw)
-        _message, exchange, routing_key = entry
+        message, exchange, routing_key = entry
     except (ValueError, TypeError):
         return None
+    task_id: str | None = None
+    if isinstance(message, dict):
+        headers, properties = message.get("headers"), message.get("properties")
+        candidate = headers.get("id") if isinstance(headers, dict) else None
+        if not isinstance(candidate, str) and isinstance(properties, dict):
+            candidate = properties.get("correlation_id")
+        task_id = candidate if isinstance(candidate, str) and candidate else None
     # Interned: thousands of in-flight tags share a handful of routes.
-    return sys.intern(str(exchange or "")), sys.intern(str(routing_key or ""))
+    return (sys.intern(str(exchange or "")), sys.intern(str(routing_key or ""))), task_id
 
 
 # -- construction from a Celery broker URL ------------------------------------------------------

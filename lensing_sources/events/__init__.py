@@ -15,14 +15,14 @@ from typing import Any
 from lensing_core.brokers import BrokerConfigError, open_redis, transport_of
 from lensing_sources.events.consumer import EventConsumer
 from lensing_sources.events.control import WorkerControl
+from lensing_sources.events.options import ADAPTER_OPTIONS, state_config
 from lensing_sources.events.options import add_arguments as _add_arguments
-from lensing_sources.events.options import state_config
-from lensing_sources.events.state import ActiveTask, EventState
+from lensing_sources.events.state import ActiveTask, EventState, RunningSnapshot
 from lensing_sources.events.stream import AmqpEventStream, EventStream, RedisEventStream
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EventSource", "add_arguments", "build_source", "open_stream"]
+__all__ = ["ADAPTER_OPTIONS", "EventSource", "add_arguments", "build_source", "has_events", "open_stream", "source_for"]
 
 
 class EventSource:
@@ -32,6 +32,11 @@ class EventSource:
         self.consumer = consumer
         self.control = control
         self.state = consumer.state
+
+    def running(self) -> RunningSnapshot:
+        """The running tasks per queue now, for the backlog."""
+        with self.state.lock:
+            return self.state.running_snapshot()
 
     def start(self) -> None:
         if self.control is not None:
@@ -49,9 +54,10 @@ class EventSource:
         return None
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of the event consumer (added to `lensing-metrics exporter`)."""
-    _add_arguments(parser)
+def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """Options of the event consumer (all added to `lensing-metrics exporter`, ``ADAPTER_OPTIONS`` to the
+    adapter)."""
+    _add_arguments(parser, only)
 
 
 def open_stream(broker_url: str, transport_options: Iterable[str]) -> tuple[EventStream, dict[str, Any]]:
@@ -74,8 +80,19 @@ def build_source(args: argparse.Namespace) -> EventSource | None:
     if transport_of(args.broker_url) == "sqs":
         log.warning("Celery sends no events over SQS: event metrics are off (--no-events silences this)")
         return None
-    stream, control_options = open_stream(args.broker_url, args.transport_options or ())
-    state = EventState(state_config(args))
+    return source_for(args.broker_url, args.transport_options or (), args)
+
+
+def has_events(broker_url: str) -> bool:
+    """Whether Celery sends events over this broker (Redis and RabbitMQ; not SQS)."""
+    return transport_of(broker_url) in ("redis", "amqp")
+
+
+def source_for(broker_url: str, transport_options: Iterable[str], args: argparse.Namespace) -> EventSource:
+    """The event source of one broker. Where the broker gives counts, not task ids (RabbitMQ), the state
+    learns which tasks are acknowledged while they run, for the backlog."""
+    stream, control_options = open_stream(broker_url, transport_options)
+    state = EventState(state_config(args, learn_acks=transport_of(broker_url) == "amqp"))
 
     def worker_info(hostname: str, queues: list[str] | None, slots: int | None) -> None:
         with state.lock:
@@ -86,7 +103,7 @@ def build_source(args: argparse.Namespace) -> EventSource | None:
             state.set_active_tasks(hostname, tasks, reserved)
 
     control = WorkerControl(
-        args.broker_url, control_options, worker_info, args.enable_events_interval, on_active_tasks=active_tasks
+        broker_url, control_options, worker_info, args.enable_events_interval, on_active_tasks=active_tasks
     )
     consumer = EventConsumer(
         stream,

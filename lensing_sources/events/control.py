@@ -182,13 +182,14 @@ def parse_active_tasks(answer: Any) -> list[ActiveTask]:
             continue
         info = request.get("delivery_info")
         key = info.get("routing_key") if isinstance(info, dict) else None
-        name, started = request.get("name"), request.get("time_start")
+        name, started, acked = request.get("name"), request.get("time_start"), request.get("acknowledged")
         out.append(
             ActiveTask(
                 request["id"],
                 name if isinstance(name, str) else None,
                 key if isinstance(key, str) else None,
                 float(started) if isinstance(started, int | float) and not isinstance(started, bool) else None,
+                acked if isinstance(acked, bool) else None,
             )
         )
     return out

@@ -95,9 +95,15 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
 )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+#: the options the adapter takes too: it consumes events for the running part of the backlog only
+ADAPTER_OPTIONS = ("--events", "--worker-timeout", "--enable-events-interval", "--task-expiry", "--max-tracked-tasks")
+
+
+def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
     defaults = StateConfig()
     for flag, env, settings, help_text in _OPTIONS:
+        if only is not None and flag not in only:
+            continue
         kwargs = dict(settings)
         field = kwargs.pop("field", None)
         if field is not None:
@@ -105,16 +111,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_option(parser, flag, env=f"LENSING_{env}", help=help_text, **kwargs)
 
 
-def state_config(args: argparse.Namespace) -> StateConfig:
+def state_config(args: argparse.Namespace, *, learn_acks: bool = False) -> StateConfig:
+    """The state's settings from the options; those a face does not take (the adapter) keep their defaults."""
+    defaults = StateConfig()
     return StateConfig(
         worker_timeout=args.worker_timeout,
         task_expiry=args.task_expiry,
         max_tracked_tasks=args.max_tracked_tasks,
-        max_task_names=args.max_task_names,
-        series_expiry=args.series_expiry,
-        analysis_tasks=tuple(args.analysis_tasks or ()),
-        runtime_buckets=tuple(args.runtime_buckets),
-        queue_wait_buckets=tuple(args.queue_wait_buckets),
-        worker_labels=bool(args.worker_labels),
+        max_task_names=getattr(args, "max_task_names", defaults.max_task_names),
+        series_expiry=getattr(args, "series_expiry", defaults.series_expiry),
+        analysis_tasks=tuple(getattr(args, "analysis_tasks", None) or ()),
+        runtime_buckets=tuple(getattr(args, "runtime_buckets", defaults.runtime_buckets)),
+        queue_wait_buckets=tuple(getattr(args, "queue_wait_buckets", defaults.queue_wait_buckets)),
+        worker_labels=bool(getattr(args, "worker_labels", False)),
         warmup=min(3.0, args.worker_timeout),
+        learn_acks=learn_acks,
     )

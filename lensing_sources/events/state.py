@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lensing_core.brokers.base import DEFAULT_EXCLUDED_QUEUES, is_excluded
-from lensing_sources.events.labels import UNKNOWN, LabelCap, TaskMatcher
+from lensing_sources.events.labels import OTHER, UNKNOWN, LabelCap, TaskMatcher
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,9 @@ class StateConfig:
     worker_labels: bool = False
     #: after a (re)connection the worker gauges wait this long for heartbeats before they are shown
     warmup: float = 3.0
+    #: learn per (worker, task name) whether a running task's message was already acknowledged
+    #: (``inspect active``): the backlog needs it where the broker gives counts, not task ids (RabbitMQ)
+    learn_acks: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,24 @@ class ActiveTask:
     name: str | None
     routing_key: str | None
     started: float | None  # the worker's wall clock, as event timestamps
+    acknowledged: bool | None = None  # its message was acknowledged (early ack, or late ack done)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningSnapshot:
+    """The tasks running now, per queue, as the backlog needs them (copied out under the lock).
+
+    ``reason`` is None when the running part is known for every queue but those in ``unknown``;
+    otherwise it says why it is not known for any queue (``events_down``, ``warming_up``, ``unplaced``).
+    """
+
+    reason: str | None
+    by_queue: Mapping[str, frozenset[str]]  # queue -> ids of the tasks running on live workers
+    acked: Mapping[str, int]  # queue -> running tasks whose message was acknowledged (learn_acks only)
+    unknown: Mapping[str, str]  # queue -> why its running part is not known (ack_mode_unknown, unplaced)
+    #: queue -> ids of the tasks received by live workers and not started (prefetched): only for a union
+    #: with the broker's unacked ids, never counted on their own
+    reserved: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 class Histogram:
@@ -98,6 +119,7 @@ class TaskRecord:
 
 class WorkerRecord:
     __slots__ = (
+        "acked",
         "active",
         "control_queues",
         "excess",
@@ -109,6 +131,7 @@ class WorkerRecord:
         "learned_queues",
         "missing",
         "pid",
+        "reserved",
         "resync",
         "running",
         "short",
@@ -135,6 +158,11 @@ class WorkerRecord:
         self.learned_queues: set[str] = set()  # from the queue of tasks it ran
         self.slots: int | None = None  # pool size from `inspect stats`
         self.running: dict[str, TaskRecord] = {}
+        #: received (prefetched) and not started nor ended: covers the instant between an early ack and
+        #: task-started, when a task is in neither the broker's unacked set nor ``running``
+        self.reserved: dict[str, TaskRecord] = {}
+        #: task name -> whether its messages are acknowledged by the time it runs (``inspect active``)
+        self.acked: dict[str, bool] = {}
 
     def queues(self) -> Iterable[str]:
         if self.control_queues:
@@ -306,6 +334,8 @@ class EventState:
         record.state = "received"
         worker = self._worker_of(event, now)
         if worker is not None:
+            if len(worker.reserved) < MAX_RUNNING_PER_WORKER:
+                worker.reserved[event["uuid"]] = record
             if record.queue is not None and len(worker.learned_queues) < MAX_LEARNED_QUEUES:
                 worker.learned_queues.add(record.queue)
             elif record.queue is None and self._task_queue(record, worker) == UNKNOWN:
@@ -324,6 +354,8 @@ class EventState:
         record.state = "started"
         record.hostname = event["hostname"]
         worker = self._worker_of(event, now)
+        if worker is not None:
+            worker.reserved.pop(uuid, None)
         if worker is not None and len(worker.running) < MAX_RUNNING_PER_WORKER:
             worker.running[uuid] = record
             if record.queue is not None:
@@ -342,6 +374,7 @@ class EventState:
         if worker is not None:
             worker.last_seen = now
             worker.running.pop(uuid, None)
+            worker.reserved.pop(uuid, None)
         if state in ("succeeded", "failed"):
             runtime = _number(event.get("runtime"))
             ended = _number(event.get("timestamp"))
@@ -363,6 +396,7 @@ class EventState:
         if worker.running:
             log.info("worker %s restarted: %d running task(s) dropped", worker.hostname, len(worker.running))
         worker.running.clear()
+        worker.reserved.clear()
         worker.pid = pid
         worker.hb_ts = worker.hb_clock = None
         worker.excess = 0
@@ -370,6 +404,7 @@ class EventState:
         worker.short = False
         worker.control_queues = None
         worker.slots = None
+        worker.acked.clear()
         self.new_workers.append(worker.hostname)
 
     def _worker_online(self, event: Mapping[str, Any], now: float) -> None:
@@ -485,6 +520,12 @@ class EventState:
                 worker.running[task.uuid] = record
             if record.name is None and task.name is not None:
                 record.name = task.name
+            if (
+                task.acknowledged is not None
+                and record.name is not None
+                and (record.name in worker.acked or len(worker.acked) < self.config.max_task_names)
+            ):
+                worker.acked[record.name] = task.acknowledged
             if record.queue is None and task.routing_key is not None:
                 record.queue = self._queue_label(task.routing_key)
                 if record.queue is not None:
@@ -514,13 +555,20 @@ class EventState:
         self.unresolved_workers = []
         for hostname, worker in list(self.workers.items()):
             if self.alive(worker, now):
+                if worker.reserved:  # a record that moved on (its started or end event went to another host)
+                    worker.reserved = {u: r for u, r in worker.reserved.items() if r.state == "received"}
                 for queue in worker.queues():
                     if queue != UNKNOWN:  # a worker not yet asked: no lasting zero series for it
                         self.queues_seen[queue] = now
                 if (
                     worker.short
                     or worker.unplaced
-                    or any(r.name is None or self._task_queue(r, worker) == UNKNOWN for r in worker.running.values())
+                    or any(
+                        r.name is None
+                        or self._task_queue(r, worker) == UNKNOWN
+                        or (self.config.learn_acks and r.name not in worker.acked)
+                        for r in worker.running.values()
+                    )
                 ):
                     self.unresolved_workers.append(hostname)
                 continue
@@ -588,3 +636,47 @@ class EventState:
         for key in unknown_slots:  # a sum over some of the workers would be a made-up number
             snap.slots.pop(key, None)
         return snap
+
+    def running_snapshot(self) -> RunningSnapshot:
+        """The running tasks per queue (task-started without an end, on a live worker, after the
+        lost-event repair), for the backlog. A dead worker's tasks are not running any more."""
+        now = self.clock()
+        if not self.connected:
+            return RunningSnapshot("events_down", {}, {}, {})
+        if now < self.connected_at + self.config.warmup:
+            return RunningSnapshot("warming_up", {}, {}, {})
+        by_queue: dict[str, set[str]] = {}
+        reserved: dict[str, set[str]] = {}
+        acked: dict[str, int] = {}
+        unknown: dict[str, str] = {}
+        for worker in self.workers.values():
+            if not self.alive(worker, now):
+                continue
+            for uuid, record in worker.reserved.items():
+                queue = self._task_queue(record, worker)
+                if queue not in (UNKNOWN, OTHER) and record.state == "received":
+                    reserved.setdefault(queue, set()).add(uuid)
+            for uuid, record in worker.running.items():
+                queue = self._task_queue(record, worker)
+                if queue in (UNKNOWN, OTHER):
+                    # which queue it came from is not known yet: any of the worker's queues may miss it
+                    queues = worker.control_queues or worker.learned_queues
+                    if not queues:
+                        return RunningSnapshot("unplaced", {}, {}, {})
+                    for maybe in queues:
+                        unknown[maybe] = "unplaced"
+                    continue
+                by_queue.setdefault(queue, set()).add(uuid)
+                if self.config.learn_acks:
+                    flag = worker.acked.get(record.name) if record.name is not None else None
+                    if flag is None:
+                        unknown.setdefault(queue, "ack_mode_unknown")
+                    elif flag:
+                        acked[queue] = acked.get(queue, 0) + 1
+        return RunningSnapshot(
+            None,
+            {q: frozenset(ids) for q, ids in by_queue.items()},
+            acked,
+            unknown,
+            {q: frozenset(ids) for q, ids in reserved.items()},
+        )

@@ -50,7 +50,7 @@ def test_redis_priorities_and_inflight_equal_the_brokers_truth(  # type: ignore[
         app.send_task("lensing.analyse_lens", args=[i, 30], queue="analyses", priority=[0, 3, 6, 9][i % 4])
     for i in range(3):
         app.send_task("lensing.analyse_lens", args=[i], queue="cpu")
-    worker = celery_worker(redis_url, queues=["analyses"], concurrency=2, prefetch=2)
+    worker = celery_worker(redis_url, queues=["analyses"], concurrency=2, prefetch=2, acks_late=True)
     adapter = adapter_factory(["--broker-url", redis_url, "--poll-interval", "0.2"])
     client = client_factory(adapter)
 

@@ -35,14 +35,14 @@ def test_inflight_counts_prefetched_and_running_tasks(redis_url: str, celery_wor
     app = producer(redis_url)
     for i in range(10):
         app.send_task("lensing.analyse_lens", args=[i, 30], queue="analyses", priority=i % 10)
-    worker = celery_worker(redis_url, queues=["analyses"], concurrency=2, prefetch=2)
+    worker = celery_worker(redis_url, queues=["analyses"], concurrency=2, prefetch=2, acks_late=True)
     reader = open_reader(redis_url)
     # 2 processes x prefetch 2 = 4 reserved; all unacked with acks_late
     snapshot = wait_for(
         lambda: (s := reader.read()).queues["analyses"].inflight == 4 and s, 30, what="4 tasks in flight"
     )
     assert snapshot.queues["analyses"].waiting == 6
-    assert snapshot.queues["analyses"].backlog == 10
+    assert snapshot.queues["analyses"].waiting + snapshot.queues["analyses"].inflight == 10
     worker.kill()
     reader.close()
 
@@ -67,6 +67,7 @@ def test_inflight_with_key_prefix_and_configured_queues(redis_url: str, celery_w
         queues=["cpu"],
         concurrency=1,
         prefetch=3,
+        acks_late=True,  # running tasks stay unacked: all three in flight
         transport_options=json.dumps({"global_keyprefix": "lens:"}),
     )
     reader = open_reader(redis_url, ["global_keyprefix=lens:"], queues=["cpu", "analyses"])

@@ -150,7 +150,7 @@ class CeleryWorker:
         concurrency: int = 2,
         events: bool = False,
         prefetch: int = 4,
-        acks_late: bool = True,
+        acks_late: bool = False,
         hostname: str | None = None,
         transport_options: str = "{}",
         extra_env: dict[str, str] | None = None,

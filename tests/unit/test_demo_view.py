@@ -11,14 +11,24 @@ celery_queue_length{queue="analyses"} 12
 celery_queue_length{queue="cpu"} 0
 celery_queue_inflight{queue="analyses"} 4
 celery_queue_inflight{queue="cpu"} 0
+celery_queue_running{queue="analyses"} 2
+celery_queue_running{queue="cpu"} 0
+celery_queue_backlog{queue="analyses"} 18
+celery_queue_backlog{queue="cpu"} 0
 """
 
 
 def test_table_from_broker_metrics_only() -> None:
     lines = demo.render_table(demo.Metrics.parse(BASE))
-    assert lines[0].split() == ["queue", "waiting", "in", "flight", "backlog"]
-    assert lines[2].split() == ["analyses", "12", "4", "16"]
+    assert lines[0].split() == ["queue", "waiting", "in", "flight", "running", "backlog"]
+    assert lines[2].split() == ["analyses", "12", "4", "2", "18"]
     assert "broker up, last read 2.0 ms" in lines
+
+
+def test_unknown_running_part_shows_a_dash_not_the_waiting_part() -> None:
+    text = "\n".join(line for line in BASE.splitlines() if "running" not in line and "backlog" not in line)
+    lines = demo.render_table(demo.Metrics.parse(text + "\n"))
+    assert lines[2].split() == ["analyses", "12", "4", "-", "-"]
 
 
 def test_event_columns_and_hook(monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -29,7 +39,7 @@ def test_event_columns_and_hook(monkeypatch) -> None:  # type: ignore[no-untyped
     metrics = demo.Metrics.parse(text)
     lines = demo.render_table(metrics)
     assert "active" in lines[0] and "workers" in lines[0] and "slots busy" in lines[0]
-    assert lines[2].split() == ["analyses", "12", "4", "16", "2", "1", "2", "2"]
+    assert lines[2].split() == ["analyses", "12", "4", "2", "18", "2", "1", "2", "2"]
     monkeypatch.setattr(demo, "EXTRA_LINES", [lambda m: [f"HPA wants {m.value('celery_queue_length'):g}"]])
     assert demo.extra_lines(metrics) == ["HPA wants 12"]
 
