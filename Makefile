@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
 LINT_PATHS := lensing_core lensing_sources exporter adapter lensing_metrics lensing_harness tests dashboards $(wildcard benchmarks scripts/*.py)
 
-.PHONY: demo test venv tools lint typecheck unit bench clean chart-files chart-docs rules-mutation
+.PHONY: demo test venv tools lint typecheck unit bench clean chart-files chart-docs rules-mutation mutation
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,8 +56,13 @@ test: venv tools lint chart-files rules-mutation
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+## mutation: mutmut over the modules whose numbers reach the HPA, against their fast tests; kill rate per
+## module (docs/testing.md). Not part of `make test`: several minutes on one core. MUTATION_ARGS=--max-children 2
+mutation: venv
+	$(PY) scripts/mutation.py $(MUTATION_ARGS)
+
 bench: venv tools
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache mutants

@@ -50,7 +50,7 @@ def format_quantity(value: int | float | Decimal) -> str:
     if exact == 0:
         return "0"
     negative = exact < 0
-    magnitude = abs(exact)
+    magnitude = exact.copy_abs()  # abs() would round to the default context's 28 digits
     if int(magnitude.as_tuple().exponent) < -9:
         magnitude = magnitude.quantize(_NANO, rounding=ROUND_CEILING, context=_WIDE)
     # mantissa * 10**exponent with the mantissa an integer without trailing zeros
