@@ -262,7 +262,7 @@ def _stopped_on_exit(stop: Callable[[], None]) -> Iterator[None]:
             stop()
 
 
-def _sigterm_as_interrupt(_signum: int, _frame: object) -> None:
+def _signal_as_interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
@@ -276,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         "--refresh", type=positive_float, default=1.0, metavar="SECONDS", help="view refresh (default 1)"
     )
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    # closing the terminal (SIGHUP) and `kill` (SIGTERM) clean up as Ctrl-C does
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _signal_as_interrupt)
     from lensing_core.logsetup import configure_logging
 
     configure_logging("warning")
