@@ -27,6 +27,7 @@ from adapter.apiserver.status import (
     bad_request,
     entity_too_large,
     forbidden,
+    http_layer_error,
     internal_error,
     method_not_allowed,
     not_found,
@@ -69,13 +70,9 @@ def error_response(error: ApiError) -> web.Response:
     return json_response(error.status(), error.code)
 
 
-#: what a code the HTTP layer answers (before a request reaches :meth:`AdapterServer.handle`) is called
-_REASONS = {400: "BadRequest", 413: "RequestEntityTooLarge", 431: "RequestHeaderFieldsTooLarge"}
-
-
 def http_error(code: int, message: str) -> web.Response:
     """A malformed request's answer, as a metav1.Status."""
-    return error_response(ApiError(code, _REASONS.get(code, "BadRequest"), message))
+    return error_response(http_layer_error(code, message))
 
 
 def _not_utf8(request: web.BaseRequest) -> bool:

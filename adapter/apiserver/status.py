@@ -50,6 +50,15 @@ def not_served(served: str) -> ApiError:
     return not_found(f"{NOT_FOUND} (served: {served})")
 
 
+#: what a code the HTTP layer answers (before a request reaches the server's handler) is called
+_HTTP_LAYER_REASONS = {400: "BadRequest", 413: "RequestEntityTooLarge", 431: "RequestHeaderFieldsTooLarge"}
+
+
+def http_layer_error(code: int, message: str) -> ApiError:
+    """A malformed request refused by the HTTP layer (400, 413, 431)."""
+    return ApiError(code, _HTTP_LAYER_REASONS.get(code, "BadRequest"), message)
+
+
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 

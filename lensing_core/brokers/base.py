@@ -29,7 +29,7 @@ class QueueDepth:
     delayed: int | None = None
     #: task ids of the in-flight (unacknowledged) messages where the broker tells them (Redis); None elsewhere.
     #: The backlog (lensing_sources.backlog) unites them with the running tasks.
-    unacked_ids: frozenset[str] | None = None
+    unacked_ids: frozenset[str] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,7 +130,7 @@ def test_routes_through_exchange_bindings_and_forgets_acknowledged_tags() -> Non
     snapshot = reader.read()
     assert sum(d.inflight or 0 for d in snapshot.queues.values()) == 203
     assert set(reader._tag_route) == {t.encode() for t in tags[1000:]} | {b"weird", b"short"}
-    assert reader._tag_route[b"weird"] == ("", "") and reader._tag_route[b"short"] is None
+    assert reader._tag_route[b"weird"][0] == ("", "") and reader._tag_route[b"short"] is None
 
 
 def test_discovery_waits_for_its_interval() -> None:
