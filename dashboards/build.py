@@ -596,6 +596,21 @@ def workers_dashboard() -> Json:
                 thresholds=Threshold("green", ((10, "red"),)),
                 min=0,
             ),
+            Panel(
+                "Background loop restarts",
+                "Restarts of the exporter's and the adapter's background loops (broker poll, event consumer, "
+                "GPU sampler, ...) after an unexpected failure, per loop, over 15 minutes. While a loop waits "
+                "to restart (0.5 s doubling to 30 s) its source reads as down.",
+                (
+                    Target(
+                        f"sum by (loop) (increase(lensing_background_restarts_total{{{NS}}}[15m]))",
+                        legend="{{loop}}",
+                    ),
+                ),
+                unit="none",
+                thresholds=Threshold("green", ((3, "red"),)),
+                min=0,
+            ),
         ),
     )
     return dashboard(
