@@ -14,7 +14,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from adapter import custom_cli
+from adapter import custom_cli, pod_cost
 from adapter.apiserver.groups import ExternalMetricsAPI, MetricsAPI
 from adapter.apiserver.metrics import AdapterStats
 from adapter.apiserver.server import MAX_CONNECTIONS, AdapterServer
@@ -264,6 +264,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     events_group = parser.add_argument_group("Celery events (the running part of celery_queue_backlog)")
     events.add_arguments(events_group, only=events.ADAPTER_OPTIONS)  # type: ignore[arg-type]
     custom_cli.add_arguments(parser)
+    pod_cost.add_arguments(parser)
     add_logging_arguments(parser)
     return parser
 
@@ -298,17 +299,41 @@ def brokers_from(args: argparse.Namespace) -> list[BrokerConfig]:
     return [single_broker(args.broker_url, args.transport_options, args.queues)]
 
 
-def build_apis(args: argparse.Namespace, custom: custom_cli.CustomSetup) -> list[MetricsAPI]:
+def build_apis(args: argparse.Namespace, custom: custom_cli.CustomSetup) -> tuple[list[MetricsAPI], BrokerMetrics]:
     """The API groups the adapter serves, each with its providers: external metrics from the brokers (plus
-    PromQL rules when configured), custom metrics from Prometheus when --prometheus-url is set.
-    Raises ConfigError/BrokerConfigError for unusable settings."""
+    PromQL rules when configured), custom metrics from Prometheus when --prometheus-url is set; and the
+    broker provider itself. Raises ConfigError/BrokerConfigError for unusable settings."""
     bindings = open_bindings(brokers_from(args), args.poll_interval, args)
     brokers = BrokerMetrics(bindings, max_staleness=args.max_staleness)
     try:
         external = ExternalMetricsAPI([brokers, *custom.external_providers()])
     except ValueError as exc:  # a PromQL metric named as a broker metric
         raise ConfigError(str(exc)) from None
-    return [external, *custom.apis()]
+    return [external, *custom.apis()], brokers
+
+
+def build_pod_cost(args: argparse.Namespace, brokers: BrokerMetrics) -> pod_cost.PodCostAnnotator | None:
+    """The pod deletion cost loop (--pod-deletion-cost), fed by the event stream of the broker that serves the
+    workers' namespace. Raises ConfigError when it is asked for and cannot work."""
+    settings = pod_cost.settings_from(args)
+    if settings is None:
+        return None
+    binding = brokers.binding_for(settings.namespace)
+    if binding is None or binding.events is None:
+        raise ConfigError(
+            f"--pod-deletion-cost needs the Celery event stream of the broker serving namespace "
+            f"{settings.namespace!r} (--events on, a Redis or RabbitMQ broker)"
+        )
+    kube = _kube(args.lister_kubeconfig)
+    if kube is None:
+        raise ConfigError("--pod-deletion-cost needs the Kubernetes API: run in a pod, or give --lister-kubeconfig")
+    log.info(
+        "pod deletion cost: worker pods %s in namespace %s, every %gs",
+        settings.selector,
+        settings.namespace,
+        settings.interval,
+    )
+    return pod_cost.PodCostAnnotator(kube, binding.events.running_by_worker, settings)
 
 
 def check_ca_files(args: argparse.Namespace) -> None:
@@ -360,8 +385,10 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event | None = None) ->
     cert, key = serving_files(args.tls_cert_file or None, args.tls_private_key_file or None, args.cert_dir, hosts)
     tls = ReloadingServerContext(cert, key, settings)
     custom = custom_cli.build(args)
+    apis, brokers = build_apis(args, custom)
+    annotator = build_pod_cost(args, brokers)
     server = AdapterServer(
-        build_apis(args, custom),
+        apis,
         Authenticator(settings, authn_kube, stats, token_ttl=args.authentication_token_webhook_cache_ttl),
         Authorizer(
             authz_kube,
@@ -378,13 +405,19 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event | None = None) ->
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+    background = [follow] if follow is not None else []
+    if annotator is not None:
+        stats.registry.register(annotator.collector())
+        background.append(asyncio.create_task(supervise(annotator.run, "pod-deletion-cost")))
     try:
         await server.serve(args.bind_address, args.secure_port, tls.listening, stop, limits_from(args))
     finally:
-        if follow is not None:
-            follow.cancel()
+        for task in background:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await follow
+                await task
+        if annotator is not None:
+            await annotator.close()
         for client in {authn_kube, authz_kube} - {None}:
             assert client is not None
             await client.close()

@@ -27,7 +27,12 @@ class KubeConfigError(ValueError):
 
 
 class KubeAPIError(RuntimeError):
-    """The API could not be asked or answered something unusable."""
+    """The API could not be asked or answered something unusable (``status``: the HTTP status, 0 when none
+    came back)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,10 +149,12 @@ class KubeClient:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         return self._session
 
-    async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, content_type: str = "application/json"
+    ) -> dict[str, Any]:
         headers = {"Accept": "application/json", **self.connection.auth_header()}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         try:
             async with self._session_now().request(
                 method,
@@ -158,7 +165,7 @@ class KubeClient:
             ) as response:
                 text = await response.text()
                 if response.status >= 300:
-                    raise KubeAPIError(f"{method} {path}: HTTP {response.status}: {text[:200]}")
+                    raise KubeAPIError(f"{method} {path}: HTTP {response.status}: {text[:200]}", response.status)
                 data = json.loads(text)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             raise KubeAPIError(f"{method} {path}: {exc or type(exc).__name__}") from exc
@@ -176,6 +183,9 @@ class KubeClient:
     async def subject_access_review(self, spec: dict[str, Any]) -> dict[str, Any]:
         body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
         return await self.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body)
+
+    async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return await self.request("PATCH", path, patch, content_type="application/merge-patch+json")
 
     async def configmap(self, namespace: str, name: str) -> dict[str, Any]:
         return await self.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")

@@ -599,11 +599,11 @@ def workers_dashboard() -> Json:
             Panel(
                 "Background loop restarts",
                 "Restarts of the exporter's and the adapter's background loops (broker poll, event consumer, "
-                "GPU sampler, ...) after an unexpected failure, per loop, over 15 minutes. While a loop waits "
+                "GPU sampler, ...) after an unexpected failure, per loop and rate interval. While a loop waits "
                 "to restart (0.5 s doubling to 30 s) its source reads as down.",
                 (
                     Target(
-                        f"sum by (loop) (increase(lensing_background_restarts_total{{{NS}}}[15m]))",
+                        f"sum by (loop) (increase(lensing_background_restarts_total{{{NS}}}[$__rate_interval]))",
                         legend="{{loop}}",
                     ),
                 ),

@@ -63,6 +63,21 @@ BROKER = _specs(
         "1 when the queue's running tasks are known; 0 when they are not and running and backlog are absent "
         "(reason: events_off, events_down, warming_up, unplaced, ack_mode_unknown, inflight_unknown).",
     ),
+    (
+        "celery_queue_workers_needed",
+        "gauge",
+        ("queue",),
+        "Workers the queue needs now: the larger of ceil(backlog / the smallest pool size of its workers) and "
+        "the workers running one of its tasks (an HPA target of AverageValue 1 asks for exactly this many); "
+        "absent while not known.",
+    ),
+    (
+        "celery_queue_workers_needed_up",
+        "gauge",
+        ("queue", "reason"),
+        "1 when the queue's workers needed is known; 0 when it is not and the series is absent (reason: the "
+        "backlog's, or pool_size_unknown, no_workers).",
+    ),
     ("celery_broker_up", "gauge", ("transport",), "1 when the last read of the broker succeeded, else 0."),
     ("celery_broker_read_errors_total", "counter", ("reason",), "Failed broker reads, by reason."),
     ("celery_broker_reads_total", "counter", (), "Successful broker reads."),
@@ -216,6 +231,25 @@ ADAPTER = _specs(
         ("result",),
         "PromQL queries asked for by custom and external metric requests, by result "
         "(cached: answered from the adapter's short cache; coalesced: joined an identical query in flight).",
+    ),
+    (
+        "lensing_adapter_pod_deletion_cost_patches_total",
+        "counter",
+        (),
+        "PATCHes of a worker pod's controller.kubernetes.io/pod-deletion-cost annotation that succeeded "
+        "(--pod-deletion-cost).",
+    ),
+    (
+        "lensing_adapter_pod_deletion_cost_failures_total",
+        "counter",
+        ("reason",),
+        "Failed pod lists and PATCHes of the pod deletion cost, by reason: forbidden, not_found, unreachable, error.",
+    ),
+    (
+        "lensing_adapter_pod_deletion_cost_pods",
+        "gauge",
+        (),
+        "Worker pods the pod deletion cost follows (those the worker namespace and selector name).",
     ),
     (
         "lensing_adapter_prometheus_query_duration_seconds",

@@ -3,13 +3,16 @@
 - ``celery_queue_length{queue}``: messages waiting, every priority summed (as the exporter defines it);
 - ``celery_queue_backlog{queue}``: waiting plus every task delivered to a worker and not finished, each
   once (lensing_sources.backlog, the exporter's function): the running part comes from the broker's
-  Celery event stream, which the adapter consumes itself.
+  Celery event stream, which the adapter consumes itself;
+- ``celery_queue_workers_needed{queue}``: the workers the queue needs now (the same function), from the
+  backlog, the pool size each worker reports and the workers busy with its tasks.
 
 Values come from each broker's :class:`BrokerPoller` (the exporter's readers, polled in the background)
 and event source: a request never costs a broker round trip. A last good read older than
 ``max_staleness`` seconds is not served: the answer is 503 and the HPA keeps its replicas. A backlog
 whose running part has not been known for ``max_staleness`` seconds is 503 too, never the waiting part
-alone; within that grace the last backlog computed with a known running part is served.
+alone; within that grace the last backlog computed with a known running part is served. The workers
+needed follow the same rule.
 
 A queue the broker has no trace of answers 404, naming the queues it has: a typo in an HPA selector
 shows in the HPA's conditions instead of reading as 0 and scaling the workers to their minimum.
@@ -36,7 +39,8 @@ from lensing_sources.backlog import QueueWork, queue_work
 QUEUE_LABEL = "queue"
 BACKLOG = "celery_queue_backlog"
 LENGTH = "celery_queue_length"
-METRICS = (BACKLOG, LENGTH)
+WORKERS_NEEDED = "celery_queue_workers_needed"
+METRICS = (BACKLOG, LENGTH, WORKERS_NEEDED)
 #: at most this many known queues are named in a 404 (the message stays short)
 NAMED_IN_404 = 20
 _WHY = {
@@ -46,6 +50,8 @@ _WHY = {
     "unplaced": "a running task's queue is not known yet",
     "ack_mode_unknown": "whether a running task's message was acknowledged is not known yet (inspect active)",
     "inflight_unknown": "the broker does not report in-flight messages (RabbitMQ: add management_url)",
+    "pool_size_unknown": "a worker of the queue has not reported its pool size yet (inspect stats)",
+    "no_workers": "no live worker consumes the queue, so no pool size is known",
 }
 
 
@@ -54,22 +60,31 @@ class BrokerBinding:
     config: BrokerConfig
     poller: BrokerPoller
     events: events.EventSource | None = None
-    #: queue -> (backlog, when) of the last computation with a known running part (the poll thread's)
-    last_known: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: (metric, queue) -> (value, when) of the last computation with a known running part (the poll thread's)
+    last_known: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
 
     def work(self, snapshot: BrokerSnapshot) -> dict[str, QueueWork]:
         return queue_work(snapshot, self.events.running() if self.events is not None else None)
 
     def remember(self, state: PollState) -> None:
-        """Poll listener: keep each queue's last backlog computed with a known running part."""
+        """Poll listener: keep each queue's last backlog and workers needed computed with a known running part."""
         if state.snapshot is None:
             return
         now = time.time()
         for queue, item in self.work(state.snapshot).items():
-            if item.backlog is not None:
-                self.last_known[queue] = (item.backlog, now)
-        for queue in [q for q in self.last_known if q not in state.snapshot.queues]:
-            del self.last_known[queue]
+            for metric, (value, _why) in _work_values(item).items():
+                if value is not None:
+                    self.last_known[(metric, queue)] = (value, now)
+        for key in [k for k in self.last_known if k[1] not in state.snapshot.queues]:
+            del self.last_known[key]
+
+
+def _work_values(item: QueueWork) -> dict[str, tuple[int | None, str | None]]:
+    """The metrics that follow the event stream: (value or None, why not known)."""
+    return {
+        BACKLOG: (item.backlog, item.unknown),
+        WORKERS_NEEDED: (item.workers_needed, item.needed_unknown),
+    }
 
 
 def open_bindings(
@@ -116,7 +131,7 @@ class BrokerMetrics:
     def answer_version(self, namespace: str, metric: str) -> BrokerSnapshot | None:
         """The broker's last good read: lengths computed from the same read are the same. A backlog
         follows the event stream between reads: not cached."""
-        if metric == BACKLOG:
+        if metric != LENGTH:
             return None
         return self._fresh_read(namespace, metric)[1]
 
@@ -161,16 +176,17 @@ class BrokerMetrics:
         work = binding.work(snapshot)
         now = self.clock()
         values = []
+        what = "backlog" if metric == BACKLOG else "workers needed"
         for queue in matching:
-            item = work[queue]
-            if item.backlog is not None:
-                values.append(ExternalValue(metric, {QUEUE_LABEL: queue}, now, item.backlog))
+            value, why = _work_values(work[queue])[metric]
+            if value is not None:
+                values.append(ExternalValue(metric, {QUEUE_LABEL: queue}, now, value))
                 continue
-            last = binding.last_known.get(queue)
+            last = binding.last_known.get((metric, queue))
             if last is None or now - last[1] > self.max_staleness:
                 raise Unavailable(
-                    f"the backlog of queue {queue!r} on broker {binding.config.name!r} is not known: "
-                    f"{_WHY.get(item.unknown or '', item.unknown)} (for more than --max-staleness "
+                    f"the {what} of queue {queue!r} on broker {binding.config.name!r} is not known: "
+                    f"{_WHY.get(why or '', why)} (for more than --max-staleness "
                     f"{self.max_staleness:g}s); celery_queue_length is served"
                 )
             values.append(ExternalValue(metric, {QUEUE_LABEL: queue}, last[1], last[0]))

@@ -58,7 +58,7 @@ class QueueCollector(Collector):
         return encode([*self.health_families(), *self.work_families()], openmetrics) + text
 
     def work_families(self) -> list[Metric]:
-        """``celery_queue_running``, ``celery_queue_backlog`` and ``celery_queue_running_up`` now."""
+        """``celery_queue_running``, ``_backlog``, ``_running_up``, ``_workers_needed`` and its ``_up`` now."""
         state = self.poller.state
         if not state.up or state.snapshot is None:
             return []
@@ -66,13 +66,18 @@ class QueueCollector(Collector):
         running = catalog.gauge("celery_queue_running")
         backlog = catalog.gauge("celery_queue_backlog")
         running_up = catalog.gauge("celery_queue_running_up")
+        needed = catalog.gauge("celery_queue_workers_needed")
+        needed_up = catalog.gauge("celery_queue_workers_needed_up")
         for queue, item in sorted(work.items()):
             running_up.add_metric([queue, item.unknown or ""], 0.0 if item.unknown else 1.0)
             if item.running is not None and item.unknown is None:
                 running.add_metric([queue], item.running)
             if item.backlog is not None:
                 backlog.add_metric([queue], item.backlog)
-        return [running, backlog, running_up]
+            needed_up.add_metric([queue, item.needed_unknown or ""], 0.0 if item.needed_unknown else 1.0)
+            if item.workers_needed is not None:
+                needed.add_metric([queue], item.workers_needed)
+        return [running, backlog, running_up, needed, needed_up]
 
     def prerender(self, state: PollState) -> None:
         """Poll listener: build and render the queue families of a new snapshot (text format)."""

@@ -55,6 +55,25 @@ class RabbitManagementClient:
         return data
 
 
+def management_client(url: str, username: str, password: str) -> RabbitManagementClient:
+    """The management API at ``url``; credentials in the URL (``http://user:pass@host:15672``, as Flower and
+    celery-exporter take it) win over the broker URL's, and are kept out of the address urllib is given."""
+    parsed = urlsplit(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or port == -1:
+        raise BrokerConfigError("management_url: expected http(s)://[USER:PASSWORD@]HOST[:PORT]")
+    if parsed.username is not None:
+        username = unquote(parsed.username)
+        password = unquote(parsed.password or "")
+        host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+        netloc = f"{host}:{port}" if port else host
+        url = parsed._replace(netloc=netloc).geturl()
+    return RabbitManagementClient(url, username, password)
+
+
 class AmqpQueueReader(QueueReader):
     transport = "amqp"
 
@@ -177,5 +196,5 @@ def open_amqp_reader(url: str, options: Mapping[str, Any], queues: Iterable[str]
     if secure:
         connection_kwargs["ssl"] = ssl.create_default_context()
     management_url = options.get("management_url")
-    management = RabbitManagementClient(management_url, username, password) if management_url else None
+    management = management_client(str(management_url), username, password) if management_url else None
     return AmqpQueueReader(connection_kwargs, queues, vhost=vhost, management=management)

@@ -331,8 +331,16 @@ def _sentinel_client(url: str, options: Mapping[str, Any], timeouts: dict[str, f
                     f"broker URL part {redact_url(part)!r}: the path must be a database number such as /0"
                 )
             db = int(parsed.path.strip("/"))
-    sentinel = redis.sentinel.Sentinel(hosts, sentinel_kwargs=options.get("sentinel_kwargs") or {}, **timeouts)
-    return sentinel.master_for(master_name, db=db, password=password, **timeouts)
+    socket_timeout, connect_timeout = timeouts["socket_timeout"], timeouts["socket_connect_timeout"]
+    sentinel = redis.sentinel.Sentinel(
+        hosts,
+        sentinel_kwargs=options.get("sentinel_kwargs") or {},
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+    )
+    return sentinel.master_for(
+        master_name, db=db, password=password, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
+    )
 
 
 def open_redis_client(url: str, options: Mapping[str, Any]) -> redis.Redis:

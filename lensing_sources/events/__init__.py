@@ -38,6 +38,11 @@ class EventSource:
         with self.state.lock:
             return self.state.running_snapshot()
 
+    def running_by_worker(self) -> dict[str, int] | None:
+        """Running tasks per live worker now (None: not known), for the pod deletion cost."""
+        with self.state.lock:
+            return self.state.running_by_worker()
+
     def start(self) -> None:
         if self.control is not None:
             self.control.start()

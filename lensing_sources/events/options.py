@@ -44,6 +44,14 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
         "(default %(default)s; keep it above the workers' heartbeat interval, 2 s by default)",
     ),
     (
+        "--worker-drain-timeout",
+        "WORKER_DRAIN_TIMEOUT",
+        {"type": positive_float, "field": "drain_timeout", "metavar": "SECONDS"},
+        "a worker that went offline (warm shutdown, its pod terminating) with tasks running keeps them counted "
+        "until they end, at most this long: set it to the worker pods' terminationGracePeriodSeconds "
+        "(default %(default)s)",
+    ),
+    (
         "--enable-events-interval",
         "ENABLE_EVENTS_INTERVAL",
         {"type": non_negative_float, "default": 60.0, "metavar": "SECONDS"},
@@ -96,7 +104,14 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
 
 
 #: the options the adapter takes too: it consumes events for the running part of the backlog only
-ADAPTER_OPTIONS = ("--events", "--worker-timeout", "--enable-events-interval", "--task-expiry", "--max-tracked-tasks")
+ADAPTER_OPTIONS = (
+    "--events",
+    "--worker-timeout",
+    "--worker-drain-timeout",
+    "--enable-events-interval",
+    "--task-expiry",
+    "--max-tracked-tasks",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
@@ -116,6 +131,7 @@ def state_config(args: argparse.Namespace, *, learn_acks: bool = False) -> State
     defaults = StateConfig()
     return StateConfig(
         worker_timeout=args.worker_timeout,
+        drain_timeout=getattr(args, "worker_drain_timeout", defaults.drain_timeout),
         task_expiry=args.task_expiry,
         max_tracked_tasks=args.max_tracked_tasks,
         max_task_names=getattr(args, "max_task_names", defaults.max_task_names),

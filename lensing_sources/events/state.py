@@ -38,6 +38,9 @@ MAX_LEARNED_QUEUES = 16
 @dataclass(frozen=True, slots=True)
 class StateConfig:
     worker_timeout: float = 10.0
+    #: a worker that went offline (warm shutdown: its pod terminating) with tasks still running keeps them
+    #: counted until their end events come, at most this long (the pods' terminationGracePeriodSeconds)
+    drain_timeout: float = 1800.0
     task_expiry: float = 3600.0
     max_tracked_tasks: int = 100_000
     max_task_names: int = 200
@@ -79,6 +82,17 @@ class RunningSnapshot:
     #: queue -> ids of the tasks received by live workers and not started (prefetched): only for a union
     #: with the broker's unacked ids, never counted on their own
     reserved: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: wall-clock time (``time.time()``) from which a worker held each running or reserved task: the
+    #: worker's own stamp on its task-received (else task-started) event, or when that event reached us if
+    #: earlier (a worker clock running ahead). A task a worker took after a broker read began was still
+    #: waiting in that read, and must not be counted a second time
+    held_from: Mapping[str, float] = field(default_factory=dict)
+    #: queue -> the smallest pool size among the live workers consuming it; None while one of them has not
+    #: reported it (``inspect stats``); absent when no live worker consumes the queue
+    worker_slots: Mapping[str, int | None] = field(default_factory=dict)
+    #: queue -> live workers running at least one task of the queue (draining workers left out: their pods
+    #: are already out of the Deployment's count)
+    busy_workers: Mapping[str, int] = field(default_factory=dict)
 
 
 class Histogram:
@@ -104,7 +118,7 @@ class Histogram:
 
 
 class TaskRecord:
-    __slots__ = ("hostname", "name", "queue", "received_at", "sent_at", "started_at", "state", "touched")
+    __slots__ = ("held_from", "hostname", "name", "queue", "received_at", "sent_at", "started_at", "state", "touched")
 
     def __init__(self, touched: float) -> None:
         self.name: str | None = None
@@ -115,6 +129,7 @@ class TaskRecord:
         self.started_at: float | None = None
         self.hostname: str | None = None
         self.touched = touched
+        self.held_from: float | None = None  # state clock: when the stream first saw a worker hold it
 
 
 class WorkerRecord:
@@ -122,6 +137,7 @@ class WorkerRecord:
         "acked",
         "active",
         "control_queues",
+        "draining_since",
         "excess",
         "freq",
         "hb_clock",
@@ -157,6 +173,9 @@ class WorkerRecord:
         self.control_queues: frozenset[str] | None = None  # from `inspect active_queues`
         self.learned_queues: set[str] = set()  # from the queue of tasks it ran
         self.slots: int | None = None  # pool size from `inspect stats`
+        #: when it went offline with tasks still running (warm shutdown): it takes no new work, and its
+        #: running tasks stay counted until they end or ``drain_timeout`` passes
+        self.draining_since: float | None = None
         self.running: dict[str, TaskRecord] = {}
         #: received (prefetched) and not started nor ended: covers the instant between an early ack and
         #: task-started, when a task is in neither the broker's unacked set nor ``running``
@@ -332,6 +351,8 @@ class EventState:
         record.hostname = event["hostname"]
         record.received_at = _number(event.get("timestamp"))
         record.state = "received"
+        if record.held_from is None:
+            record.held_from = now
         worker = self._worker_of(event, now)
         if worker is not None:
             if len(worker.reserved) < MAX_RUNNING_PER_WORKER:
@@ -352,6 +373,8 @@ class EventState:
             self._observe(self.queue_wait, self.config.queue_wait_buckets, label, max(started - waited_since, 0.0))
         record.started_at = started
         record.state = "started"
+        if record.held_from is None:
+            record.held_from = now
         record.hostname = event["hostname"]
         worker = self._worker_of(event, now)
         if worker is not None:
@@ -375,6 +398,8 @@ class EventState:
             worker.last_seen = now
             worker.running.pop(uuid, None)
             worker.reserved.pop(uuid, None)
+            if worker.draining_since is not None and not worker.running:
+                del self.workers[worker.hostname]  # its warm shutdown is done
         if state in ("succeeded", "failed"):
             runtime = _number(event.get("runtime"))
             ended = _number(event.get("timestamp"))
@@ -404,6 +429,7 @@ class EventState:
         worker.short = False
         worker.control_queues = None
         worker.slots = None
+        worker.draining_since = None
         worker.acked.clear()
         self.new_workers.append(worker.hostname)
 
@@ -474,7 +500,21 @@ class EventState:
         worker.resync = False
 
     def _worker_offline(self, event: Mapping[str, Any], now: float) -> None:
-        self.workers.pop(event["hostname"], None)
+        # Celery sends worker-offline when its warm shutdown begins, then waits for the running tasks and
+        # sends their end events: until then they are still running (its pod is terminating, not gone)
+        worker = self.workers.get(event["hostname"])
+        if worker is None:
+            return
+        if not worker.running:
+            del self.workers[event["hostname"]]
+            return
+        worker.draining_since = now
+        worker.reserved.clear()  # prefetched, not started: they go back to the queue
+        log.info(
+            "worker %s is shutting down with %d running task(s): counted until they end",
+            worker.hostname,
+            len(worker.running),
+        )
 
     # -- remote control answers ----------------------------------------------------------------
     def set_worker_info(self, hostname: str, queues: Iterable[str] | None, slots: int | None) -> None:
@@ -538,6 +578,8 @@ class EventState:
 
     # -- expiry --------------------------------------------------------------------------------
     def alive(self, worker: WorkerRecord, now: float) -> bool:
+        if worker.draining_since is not None:  # it sends no heartbeats any more, only its tasks' ends
+            return now - max(worker.draining_since, self.connected_at) <= self.config.drain_timeout
         # a worker's silence while we were not connected is ours, not its
         return now - max(worker.last_seen, self.connected_at) <= self.config.worker_timeout
 
@@ -555,6 +597,8 @@ class EventState:
         self.unresolved_workers = []
         for hostname, worker in list(self.workers.items()):
             if self.alive(worker, now):
+                if worker.draining_since is not None:
+                    continue  # shutting down: it answers no remote control, and its queues are known
                 if worker.reserved:  # a record that moved on (its started or end event went to another host)
                     worker.reserved = {u: r for u, r in worker.reserved.items() if r.state == "received"}
                 for queue in worker.queues():
@@ -572,12 +616,22 @@ class EventState:
                 ):
                     self.unresolved_workers.append(hostname)
                 continue
-            log.info(
-                "worker %s sent nothing for %.0fs: gone (%d running task(s) no longer counted)",
-                hostname,
-                now - worker.last_seen,
-                len(worker.running),
-            )
+            if worker.draining_since is not None:
+                log.warning(
+                    "worker %s shut down %.0fs ago and its %d running task(s) never ended (--worker-drain-timeout):"
+                    " no longer counted",
+                    hostname,
+                    now - worker.draining_since,
+                    len(worker.running),
+                )
+                self.lost["task_end_missing"] += len(worker.running)
+            else:
+                log.info(
+                    "worker %s sent nothing for %.0fs: gone (%d running task(s) no longer counted)",
+                    hostname,
+                    now - worker.last_seen,
+                    len(worker.running),
+                )
             del self.workers[hostname]
         series_deadline = now - self.config.series_expiry
         for queue, seen in list(self.queues_seen.items()):
@@ -619,7 +673,8 @@ class EventState:
         for worker in self.workers.values():
             if not self.alive(worker, now):
                 continue
-            for queue in worker.queues():
+            # a worker shutting down takes no new work: out of the worker and slot gauges, its analyses still active
+            for queue in worker.queues() if worker.draining_since is None else ():
                 key = (queue, worker.hostname) if by_worker else (queue,)
                 snap.workers[key] = snap.workers.get(key, 0) + 1
                 snap.busy[key] = snap.busy.get(key, 0) + (worker.active or 0)
@@ -637,6 +692,14 @@ class EventState:
             snap.slots.pop(key, None)
         return snap
 
+    def running_by_worker(self) -> dict[str, int] | None:
+        """Running tasks per live worker hostname (draining ones too: their tasks still run); None while the
+        stream is down or settling: then no worker is known to be idle."""
+        now = self.clock()
+        if not self.connected or now < self.connected_at + self.config.warmup:
+            return None
+        return {w.hostname: len(w.running) for w in self.workers.values() if self.alive(w, now)}
+
     def running_snapshot(self) -> RunningSnapshot:
         """The running tasks per queue (task-started without an end, on a live worker, after the
         lost-event repair), for the backlog. A dead worker's tasks are not running any more."""
@@ -649,14 +712,29 @@ class EventState:
         reserved: dict[str, set[str]] = {}
         acked: dict[str, int] = {}
         unknown: dict[str, str] = {}
+        held_from: dict[str, float] = {}
+        worker_slots: dict[str, int | None] = {}
+        busy_workers: dict[str, int] = {}
+        slots_unsure = False
+        wall_offset = time.time() - now  # the state clock is monotonic; broker reads are stamped in wall time
         for worker in self.workers.values():
             if not self.alive(worker, now):
                 continue
+            if worker.draining_since is None:
+                for queue in worker.queues():
+                    if queue in (UNKNOWN, OTHER):
+                        slots_unsure = True  # a worker of queues not known yet: no queue's minimum is sure
+                    else:
+                        worker_slots[queue] = _smallest(worker_slots.get(queue, NO_WORKER), worker.slots)
+                for queue in {self._task_queue(r, worker) for r in worker.running.values()} - {UNKNOWN, OTHER}:
+                    busy_workers[queue] = busy_workers.get(queue, 0) + 1
             for uuid, record in worker.reserved.items():
                 queue = self._task_queue(record, worker)
                 if queue not in (UNKNOWN, OTHER) and record.state == "received":
                     reserved.setdefault(queue, set()).add(uuid)
+                    _stamp_held(held_from, uuid, record, wall_offset)
             for uuid, record in worker.running.items():
+                _stamp_held(held_from, uuid, record, wall_offset)
                 queue = self._task_queue(record, worker)
                 if queue in (UNKNOWN, OTHER):
                     # which queue it came from is not known yet: any of the worker's queues may miss it
@@ -679,4 +757,28 @@ class EventState:
             acked,
             unknown,
             {q: frozenset(ids) for q, ids in reserved.items()},
+            held_from,
+            dict.fromkeys(worker_slots) if slots_unsure else worker_slots,
+            busy_workers,
         )
+
+
+#: a queue that no live worker consumes yet, while the smallest pool size is being found
+NO_WORKER = -1
+
+
+def _smallest(current: int | None, slots: int | None) -> int | None:
+    """The smaller pool size; None (not reported yet) wins: a minimum over some workers would be a guess."""
+    if current is None or slots is None:
+        return None
+    return slots if current == NO_WORKER else min(current, slots)
+
+
+def _stamp_held(held_from: dict[str, float], uuid: str, record: TaskRecord, wall_offset: float) -> None:
+    """When a worker took the task, in wall time: its own stamp, bounded by when its event reached us
+    (event latency makes the arrival late; the worker's stamp is exact up to the nodes' clock skew)."""
+    if record.held_from is None:
+        return
+    arrived = record.held_from + wall_offset
+    stamped = record.received_at if record.received_at is not None else record.started_at
+    held_from[uuid] = arrived if stamped is None else min(arrived, stamped)

@@ -97,7 +97,16 @@ def started_adapter(adapter_factory, client_factory, broker_url: str, *extra: st
 
 def wait_known_empty(client: Client, timeout: float = 60.0) -> None:
     """The worker is known to the adapter's event stream and the queue reads 0 (known, empty)."""
-    wait_for(lambda: backlog(client)[:2] == (200, 0), timeout, interval=0.3, what="backlog 0 (events settled)")
+    last: list[tuple[int, int | None, str]] = []
+
+    def known_empty() -> bool:
+        last[:] = [backlog(client)]
+        return last[0][:2] == (200, 0)
+
+    try:
+        wait_for(known_empty, timeout, interval=0.3, what="backlog 0 (events settled)")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the adapter's last answer: {last}") from None
 
 
 @pytest.mark.parametrize(

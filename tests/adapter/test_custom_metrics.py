@@ -3,6 +3,7 @@ scraping pretend API pods with known rates; pods listed from a stand-in Kubernet
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
@@ -24,7 +25,7 @@ from tests.support.prometheus import (
     prometheus_scraping,
     short_window_rules,
 )
-from tests.support.services import wait_for
+from tests.support.services import claimed_redis_db, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -69,11 +70,10 @@ def close_to(quantity: str, expected: float) -> bool:
     return math.isclose(float(parse_quantity(quantity)), expected, rel_tol=0.03)
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    from tests.support.services import claimed_redis_db
-
-    workdir: Path = tmp_path_factory.mktemp("custom-api")
+@contextlib.contextmanager
+def running_env(workdir: Path) -> Iterator[Env]:
+    """The stand-in Kubernetes API, Prometheus scraping the pretend pods and the adapter, once the adapter
+    serves the known rates."""
     kube = FaultyKubeAPI(pods=PODS).start()
     lister = kube.kubeconfig(workdir / "lister.kubeconfig")
     try:
@@ -117,6 +117,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 adapter.stop()
     finally:
         kube.stop()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    with running_env(tmp_path_factory.mktemp("custom-api")) as e:
+        yield e
 
 
 def test_discovery_through_kubectl(env: Env) -> None:
@@ -238,19 +244,26 @@ def test_pod_list_failure_is_503(env: Env) -> None:
         env.kube.fail_pod_lists = False
 
 
-def test_prometheus_stopped_is_503_never_zero(env: Env) -> None:
-    """Last in this module: it stops the module's Prometheus."""
-    env.prom.stop()
-    for path in (
-        V2 + BY_SELECTOR,
-        V1 + BY_SELECTOR,
-        V2 + "/namespaces/lensing/pods/api-0/http_requests_per_second",
-        V2 + "/namespaces/lensing/metrics/http_requests_per_second",
-        "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/api_requests_per_second",
-    ):
-        # past the 1 s cache: the adapter asks Prometheus again and finds it gone
-        code, body = wait_for(lambda p=path: (r := env.status(p))[0] != 200 and r, timeout=10, what=f"503 for {path}")
-        assert (code, body["reason"]) == (503, "ServiceUnavailable"), body
-        assert "unable to fetch metrics from Prometheus" in body["message"]
-    done = env.kubectl("get", "--raw", V2 + BY_SELECTOR)
-    assert done.returncode != 0 and "ServiceUnavailable" in done.stderr
+def test_prometheus_stopped_is_503_never_zero(tmp_path: Path) -> None:
+    """Stops a Prometheus of its own, behind an adapter of its own: the module's stay up for the other
+    tests, whatever the order."""
+    with running_env(tmp_path) as own:
+        paths = (
+            V2 + BY_SELECTOR,
+            V1 + BY_SELECTOR,
+            V2 + "/namespaces/lensing/pods/api-0/http_requests_per_second",
+            V2 + "/namespaces/lensing/metrics/http_requests_per_second",
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/api_requests_per_second",
+        )
+        for path in paths:
+            assert own.status(path)[0] == 200, path  # values there: what a 0 would hide
+        own.prom.stop()
+        for path in paths:
+            # past the 1 s cache: the adapter asks Prometheus again and finds it gone
+            code, body = wait_for(
+                lambda p=path: (r := own.status(p))[0] != 200 and r, timeout=10, what=f"503 for {path}"
+            )
+            assert (code, body["reason"]) == (503, "ServiceUnavailable"), body
+            assert "unable to fetch metrics from Prometheus" in body["message"]
+        done = own.kubectl("get", "--raw", V2 + BY_SELECTOR)
+        assert done.returncode != 0 and "ServiceUnavailable" in done.stderr

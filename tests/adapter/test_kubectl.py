@@ -55,10 +55,11 @@ def test_front_proxy_headers_only_from_the_front_proxy(
     client_factory,  # type: ignore[no-untyped-def]
     tmp_path: Path,
 ) -> None:
+    Celery("producer", broker=redis_url).send_task("lensing.analyse_lens", args=[1], queue="analyses")
     front_ca = CertificateAuthority("front-proxy-ca")
     (tmp_path / "front-ca.crt").write_bytes(front_ca.cert_pem)
     adapter = adapter_factory(
-        ["--broker-url", redis_url],
+        ["--broker-url", redis_url, "--poll-interval", "0.2"],
         "--requestheader-client-ca-file",
         str(tmp_path / "front-ca.crt"),
         "--requestheader-allowed-names",

@@ -10,9 +10,9 @@ import amqp
 import pytest
 import redis
 from celery import Celery
+from kombu.transport import redis as kombu_redis
 
 from adapter.quantity import parse_quantity
-from lensing_core.brokers.redis import KOMBU_PRIORITY_STEPS, KOMBU_SEP
 from tests.adapter.conftest import VALUES, Client
 from tests.support.services import wait_for
 
@@ -24,9 +24,11 @@ def producer(url: str) -> Celery:
 
 
 def redis_truth(url: str, queue: str) -> tuple[int, int]:
-    """(waiting, in flight) counted straight from kombu's keys, not through the reader."""
+    """(waiting, in flight) counted straight from kombu's keys, laid out by kombu's own constants (not the
+    reader's copies of them)."""
     client = redis.Redis.from_url(url)
-    keys = [queue if step == 0 else f"{queue}{KOMBU_SEP}{step}" for step in KOMBU_PRIORITY_STEPS]
+    sep = kombu_redis.Channel.sep
+    keys = [queue if step == 0 else f"{queue}{sep}{step}" for step in kombu_redis.PRIORITY_STEPS]
     waiting = sum(client.llen(k) for k in keys)
     inflight = client.hlen("unacked")
     client.close()
@@ -34,12 +36,29 @@ def redis_truth(url: str, queue: str) -> tuple[int, int]:
 
 
 def values(client: Client, metric: str, selector: str | None, namespace: str = "default") -> dict[str, str]:
-    query = "" if selector is None else f"?labelSelector={selector}"
-    reply = client.get(f"{VALUES}/{namespace}/{metric}{query}")
+    reply = client.get(f"{VALUES}/{namespace}/{metric}{query_of(selector)}")
     assert reply.status == 200, reply.body
-    body = reply.json()
+    return items_of(reply.json())
+
+
+def query_of(selector: str | None) -> str:
+    return "" if selector is None else f"?labelSelector={selector}"
+
+
+def items_of(body: dict) -> dict[str, str]:  # type: ignore[type-arg]
     assert body["kind"] == "ExternalMetricValueList" and body["apiVersion"] == "external.metrics.k8s.io/v1beta1"
     return {item["metricLabels"]["queue"]: item["value"] for item in body["items"]}
+
+
+def known_backlog(client: Client, selector: str) -> dict[str, str] | None:
+    """The backlog once its running part is known; None while the adapter answers 503 because the event
+    stream is settling (the only 503 accepted: any other answer fails)."""
+    reply = client.get(f"{VALUES}/default/celery_queue_backlog{query_of(selector)}")
+    if reply.status == 503:
+        assert "event stream" in reply.json()["message"], reply.body
+        return None
+    assert reply.status == 200, reply.body
+    return items_of(reply.json())
 
 
 def test_redis_priorities_and_inflight_equal_the_brokers_truth(  # type: ignore[no-untyped-def]
@@ -59,7 +78,7 @@ def test_redis_priorities_and_inflight_equal_the_brokers_truth(  # type: ignore[
         if inflight != 4:  # 2 processes x prefetch 2, all unacknowledged (acks_late)
             return False
         length = values(client, "celery_queue_length", "queue=analyses")
-        backlog = values(client, "celery_queue_backlog", "queue=analyses")
+        backlog = known_backlog(client, "queue=analyses")
         return length == {"analyses": str(waiting)} and backlog == {"analyses": str(waiting + inflight)} and waiting
 
     waiting = wait_for(settled, 60, interval=0.2, what="adapter values equal to Redis")
@@ -89,13 +108,17 @@ def test_every_selector_form(redis_url: str, adapter_factory, client_factory) ->
         "team": {},
         "queue%21%3Dcpu,queue%21%3Danalyses": {"gpu-big": "1"},
         "": every,
-        "queue+in+(analyses,never-used)": {"analyses": "4", "never-used": "0"},
     }
     for selector, expected in cases.items():
         assert values(client, "celery_queue_length", selector) == expected, selector
+    # a queue named by a set selector that the broker has no trace of: 404 naming the known ones, never a 0
+    unknown = client.get(f"{VALUES}/default/celery_queue_length?labelSelector=queue+in+(analyses,never-used)")
+    assert unknown.status == 404, unknown.body
+    assert "never-used" in unknown.json()["message"]
+    assert all(q in unknown.json()["message"] for q in every), unknown.json()["message"]
 
 
-def test_empty_and_missing_queues_answer_zero(redis_url: str, adapter_factory, client_factory) -> None:  # type: ignore[no-untyped-def]
+def test_empty_queues_answer_zero_and_unknown_ones_404(redis_url: str, adapter_factory, client_factory) -> None:  # type: ignore[no-untyped-def]
     app = producer(redis_url)
     app.send_task("lensing.analyse_lens", args=[1], queue="analyses")
     adapter = adapter_factory(["--broker-url", redis_url, "--poll-interval", "0.2"])
@@ -103,12 +126,16 @@ def test_empty_and_missing_queues_answer_zero(redis_url: str, adapter_factory, c
     wait_for(lambda: values(client, "celery_queue_length", "queue=analyses") == {"analyses": "1"}, 30, what="1")
     redis.Redis.from_url(redis_url).delete("analyses")  # drained: the list key is gone, the binding stays
     wait_for(lambda: values(client, "celery_queue_length", "queue=analyses") == {"analyses": "0"}, 30, what="0")
-    # a queue no one ever declared: the equality selector still answers one item valued 0
-    body = client.get(f"{VALUES}/default/celery_queue_backlog?labelSelector=queue%3Dnever-declared").json()
+    body = client.get(f"{VALUES}/default/celery_queue_length?labelSelector=queue%3Danalyses").json()
     assert [(i["metricName"], i["metricLabels"], i["value"]) for i in body["items"]] == [
-        ("celery_queue_backlog", {"queue": "never-declared"}, "0")
+        ("celery_queue_length", {"queue": "analyses"}, "0")
     ]
     assert body["items"][0]["timestamp"].endswith("Z")
+    # a queue no one ever declared: 404 naming the known queues (a typo in an HPA selector is not a 0)
+    for metric in ("celery_queue_length", "celery_queue_backlog"):
+        missing = client.get(f"{VALUES}/default/{metric}?labelSelector=queue%3Dnever-declared")
+        assert missing.status == 404, missing.body
+        assert missing.json()["reason"] == "NotFound" and "analyses" in missing.json()["message"]
 
 
 def test_errors_are_status_objects(redis_url: str, adapter_factory, client_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -170,5 +197,5 @@ def test_rabbitmq_values_equal_the_brokers_truth(amqp_url: str, adapter_factory,
     wait_for(
         lambda: values(client, "celery_queue_length", "queue+in+(analyses,cpu)") == expected, 30, what="rabbit values"
     )
-    backlog = values(client, "celery_queue_backlog", "queue=analyses")
+    backlog = wait_for(lambda: known_backlog(client, "queue=analyses"), 30, what="the backlog known")
     assert parse_quantity(backlog["analyses"]) == 7

@@ -77,8 +77,9 @@ def close_to(value: float, expected: float) -> bool:
     return math.isclose(value, expected, rel_tol=0.03)
 
 
-@pytest.fixture(scope="module")
-def prometheus() -> Iterator[tuple[PrometheusServer, RequestCounterServer]]:
+@contextlib.contextmanager
+def settled_prometheus() -> Iterator[tuple[PrometheusServer, RequestCounterServer]]:
+    """Prometheus scraping the pretend pods, once rate() over them equals the known rates."""
     with prometheus_scraping(RATES) as (prom, app):
 
         async def settled() -> bool:
@@ -92,6 +93,12 @@ def prometheus() -> Iterator[tuple[PrometheusServer, RequestCounterServer]]:
 
         # Prometheus needs ~5 s to start scraping a new target and one window more for rate() to be whole.
         wait_for(lambda: asyncio.run(settled()), timeout=40, interval=0.5, what="rates settled in Prometheus")
+        yield prom, app
+
+
+@pytest.fixture(scope="module")
+def prometheus() -> Iterator[tuple[PrometheusServer, RequestCounterServer]]:
+    with settled_prometheus() as (prom, app):
         yield prom, app
 
 
@@ -225,16 +232,17 @@ def test_external_metric_from_promql(prometheus: tuple[PrometheusServer, Request
     assert {v.metric for v in everything} == {"api_requests_per_second"}
 
 
-def test_prometheus_stopped_is_unavailable_never_zero(
-    prometheus: tuple[PrometheusServer, RequestCounterServer],
-) -> None:
-    """Last in this module: it stops the module's Prometheus."""
-    prom, _app = prometheus
-    prom.stop()
-    for call in (
+def test_prometheus_stopped_is_unavailable_never_zero() -> None:
+    """Stops a Prometheus of its own: the module's stays up for the other tests, whatever the order."""
+    calls: list[Callable[[PromCustomMetrics], Awaitable[object]]] = [
         lambda p: p.metric_for_selector("lensing", "pods", parse_selector("app=api"), "http_requests_per_second"),
         lambda p: p.metric_for_object("lensing", "pods", "api-0", "http_requests_per_second"),
         lambda p: p.metric_for_object("lensing", "namespaces", "lensing", "http_requests_per_second"),
-    ):
-        with status(503, "unable to fetch metrics from Prometheus"):
-            with_provider(prom, call, StandInPods())  # type: ignore[arg-type]
+    ]
+    with settled_prometheus() as (prom, _app):
+        for call in calls:
+            assert with_provider(prom, call, StandInPods())  # values there: what a 0 would hide
+        prom.stop()
+        for call in calls:
+            with status(503, "unable to fetch metrics from Prometheus"):
+                with_provider(prom, call, StandInPods())

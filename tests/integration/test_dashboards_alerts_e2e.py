@@ -1,10 +1,11 @@
 """End to end: a real Prometheus scrapes `lensing-metrics exporter` reading the real Redis, with a real Celery
 worker, and evaluates the project's rules; a real Alertmanager delivers the page to a webhook of the test.
 
-The exporter runs with its default sources: the broker always, the Celery event stream where this checkout has
-it; no GPU, no adapter (another program), no kube-state-metrics, no lensing API. Every dashboard query whose
-metrics all come from a source that runs must return data; the others are printed as excluded, with the source
-they wait for (or the fault that would make their series, e.g. a failed broker read).
+The exporter runs with its default sources, the broker and the Celery event stream (both required: a test that
+passed with the event source exporting nothing would not test its panels); no GPU, no adapter (another program),
+no kube-state-metrics, no lensing API. Every dashboard query whose metrics all come from a source that runs must
+return data; the others are printed as excluded, with the source they wait for (or the fault that would make
+their series, e.g. a failed broker read).
 """
 
 from __future__ import annotations
@@ -48,9 +49,8 @@ def test_dashboards_and_alerts_against_real_prometheus_and_alertmanager(redis_ur
         wait_for(lambda: prometheus.query("celery_broker_up == 1"), 30, interval=0.5, what="the first scrape")
         stored = {r["metric"]["__name__"] for r in prometheus.query('count by (__name__) ({job=~".+"})')}
         running = running_components(stored)
-        assert "exporter-broker" in running
-        if "exporter-events" in running:  # task events count only once the worker sends them
-            wait_for(lambda: prometheus.query('celery_workers{queue="analyses"} > 0'), 30, what="a live worker")
+        assert {"exporter-broker", "exporter-events"} <= running, running
+        wait_for(lambda: prometheus.query('celery_workers{queue="analyses"} > 0'), 30, what="a live worker")
         producer.send_task("lensing.fail", queue="analyses")  # finished tasks for the task panels
         producer.send_task("lensing.analyse_lens", args=[0, 0.1], queue="analyses")
         for i in range(10):  # then tasks in flight and waiting
@@ -82,10 +82,15 @@ def test_dashboards_and_alerts_against_real_prometheus_and_alertmanager(redis_ur
 
         wait_for(loaded_ok, 30, interval=0.5, what="every rule loaded with health ok")
 
-        # The worker holds 2 processes x prefetch 2 = 4 slow tasks; 6 wait.
-        wait_for(lambda: prometheus.query('celery_queue_inflight{queue="analyses"} == 4'), 30, what="4 tasks in flight")
-        waiting = prometheus.query('celery_queue_length{queue="analyses"}')
-        assert float(waiting[0]["value"][1]) == 6
+        # Celery's default acknowledgement: the 2 processes run 2 slow tasks (acknowledged when they started)
+        # and the worker holds 2 x prefetch 2 = 4 more unacknowledged; 4 wait; the backlog counts all 10.
+        settled = (
+            'celery_queue_running{queue="analyses"} == 2 and on (queue) celery_queue_inflight{queue="analyses"} == 4'
+            ' and on (queue) celery_queue_length{queue="analyses"} == 4'
+        )
+        wait_for(lambda: prometheus.query(settled), 45, interval=0.5, what="2 running, 4 in flight, 4 waiting")
+        backlog = prometheus.query('celery_queue_backlog{queue="analyses"}')
+        assert float(backlog[0]["value"][1]) == 10
 
         # Every dashboard query whose source runs here returns data.
         checked, excluded = [], {}
@@ -104,10 +109,15 @@ def test_dashboards_and_alerts_against_real_prometheus_and_alertmanager(redis_ur
             "lensing-api-performance.json: Celery Queue Length [A]",
             "celery-gpu-workers.json: Waiting [A]",
             "celery-gpu-workers.json: In flight [A]",
-            "celery-gpu-workers.json: Backlog (waiting + in flight) [A]",
+            "celery-gpu-workers.json: Backlog (waiting + delivered, not finished) [A]",
             "celery-gpu-workers.json: Worker HPA: replicas against the backlog [D]",
             "celery-gpu-workers.json: Sources up [A]",
             "celery-gpu-workers.json: Broker reads and errors [A]",
+            "celery-gpu-workers.json: Running [A]",
+            "celery-gpu-workers.json: Live workers [A]",
+            "celery-gpu-workers.json: Task rate by state [A]",
+            "celery-gpu-workers.json: Task runtime [A]",
+            "lensing-api-performance.json: Active Analyses [A]",
         }
         assert must <= {where.removeprefix("dashboards/") for where in checked}, checked
         print(f"\nsources running: {sorted(running)}; {len(checked)} dashboard queries returned data; excluded:")

@@ -1,4 +1,5 @@
-"""The exporter end to end: HTTP endpoints, an unreachable broker at start, and losing the broker."""
+"""The exporter end to end: HTTP endpoints, an unreachable broker at start, losing the broker, and /readyz
+with the event stream down."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+import redis
 from celery import Celery
 
 from exporter.app import Exporter
+from exporter.cli import build_parser, build_sources
 from exporter.sources import BrokerSource
+from exporter.sources.events import EventSource
 from lensing_core.brokers import open_reader
 from lensing_core.poller import BrokerPoller
 from tests.support.services import REPO, free_port, port_open, wait_for
@@ -42,6 +46,7 @@ def sample(body: str, name: str) -> float | None:
 
 class RunningExporter:
     def __init__(self, exporter: Exporter, port: int) -> None:
+        self.exporter = exporter
         self.base = f"http://127.0.0.1:{port}"
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
@@ -67,6 +72,23 @@ def serve() -> Iterator:  # type: ignore[type-arg]
     def start(url: str, interval: float = 0.2) -> RunningExporter:
         poller = BrokerPoller(open_reader(url), interval, max_backoff=1.0, url_for_logs=url)
         exporter = RunningExporter(Exporter([BrokerSource(poller, ready_within=5.0)]), free_port())
+        running.append(exporter)
+        return exporter
+
+    yield start
+    for exporter in running:
+        exporter.close()
+
+
+@pytest.fixture
+def serve_command_line() -> Iterator[Callable[..., RunningExporter]]:
+    """The exporter with the sources its command line builds (as `lensing-metrics exporter` does), served
+    in this process so that a test can look at them."""
+    running: list[RunningExporter] = []
+
+    def start(*argv: str) -> RunningExporter:
+        sources = build_sources(build_parser().parse_args(argv))
+        exporter = RunningExporter(Exporter(sources), free_port())
         running.append(exporter)
         return exporter
 
@@ -154,3 +176,44 @@ def test_unreachable_broker_at_start_is_not_fatal() -> None:
         _out, err = proc.communicate(timeout=15)
     assert proc.returncode == 0
     assert err.count("cannot be read") == 1  # logged once, not on every retry
+
+
+def test_readyz_does_not_depend_on_the_event_stream(redis_server, serve_command_line) -> None:  # type: ignore[no-untyped-def]
+    """The broker is read while the event stream cannot subscribe: /readyz stays 200 (the queue depth the
+    HPA needs is there) and only celery_events_up says that the stream is down."""
+    server = redis_server()
+    admin = redis.Redis.from_url(server.url)
+    # everything the broker reader and Celery's control client do, but no PSUBSCRIBE: the stream alone fails
+    admin.acl_setuser(
+        "exporter",
+        enabled=True,
+        passwords=["+secret"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-psubscribe"],
+    )
+    admin.close()
+    app = Celery("producer", broker=server.url)
+    for i in range(2):
+        app.send_task("lensing.analyse_lens", args=[i], queue="analyses")
+    url = f"redis://exporter:secret@127.0.0.1:{server.port}/0"
+    exporter = serve_command_line("--broker-url", url, "--poll-interval", "0.2", "--events")
+    (events,) = [s for s in exporter.exporter.sources if isinstance(s, EventSource)]
+    metrics = exporter.base + "/metrics"
+
+    def stream_refused_while_broker_read() -> bool:
+        body = get(metrics)[2]
+        return (
+            sample(body, 'celery_queue_length{queue="analyses"}') == 2.0
+            and sample(body, "celery_events_up") == 0.0
+            and "'psubscribe'" in (events.consumer.last_error or "")
+        )
+
+    wait_for(stream_refused_while_broker_read, 15, what="the queue read and the event stream refused")
+    deadline = time.monotonic() + 2  # the consumer keeps retrying meanwhile
+    while time.monotonic() < deadline:
+        status, _, text = get(exporter.base + "/readyz")
+        assert status == 200 and text.startswith("ok broker"), text
+        time.sleep(0.2)
+    # each retry reads as up for the instant between connecting and the refusal: waited for, not sampled once
+    wait_for(lambda: sample(get(metrics)[2], "celery_events_up") == 0.0, 5, what="celery_events_up still 0")

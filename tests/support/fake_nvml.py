@@ -7,10 +7,13 @@ same names (``NVMLError_GpuIsLost`` ...) and the same codes. A :class:`FakeNvml`
 where the collector would otherwise import ``pynvml``, so the collector runs its real code path.
 
 Error injection: ``library_missing``/``driver_missing`` make ``nvmlInit`` fail; ``FakeGpu.lost`` makes
-every call on that GPU raise ``GPU_IS_LOST``; ``FakeGpu.unsupported``/``no_permission`` name functions
-that raise ``NOT_SUPPORTED``/``NO_PERMISSION`` for that GPU; ``inject_xid`` queues an XID event;
-``version_mismatch`` makes the next device call raise ``LIB_RM_VERSION_MISMATCH`` (a driver upgraded
-under a running process).
+every call on that GPU raise ``GPU_IS_LOST``; ``FakeGpu.unsupported``/``no_permission``/``function_not_found``
+name functions that raise ``NOT_SUPPORTED``/``NO_PERMISSION``/``FUNCTION_NOT_FOUND`` (a driver older than
+the function) for that GPU; ``FakeGpu.library_mismatch`` names functions that raise
+``NVMLLibraryMismatchError`` (what pynvml's unversioned wrappers raise when the driver lacks the version
+they call); ``inject_xid`` queues an XID event; ``version_mismatch`` makes the next device call raise
+``LIB_RM_VERSION_MISMATCH`` (a driver upgraded under a running process). ``calls`` counts the calls per
+function, ``callers`` per thread name.
 """
 
 from __future__ import annotations
@@ -172,6 +175,9 @@ class nvmlFriendlyObject:
             setattr(self, key, value)
 
 
+_Processes = list[nvmlFriendlyObject]  # an alias: in FakeNvml's body the name is its class attribute
+
+
 @dataclass
 class FakeHandle:
     """Opaque device handle (pynvml: a c_nvmlDevice_t pointer)."""
@@ -216,6 +222,8 @@ class FakeGpu:
     samples: list[tuple[int, int]] = field(default_factory=list)  # (timestamp µs, utilization %)
     unsupported: set[str] = field(default_factory=set)
     no_permission: set[str] = field(default_factory=set)
+    function_not_found: set[str] = field(default_factory=set)
+    library_mismatch: set[str] = field(default_factory=set)
     lost: bool = False
 
     def run(self, start_us: int, seconds: float, percent: int, period_us: int = 166_667) -> int:
@@ -254,6 +262,13 @@ def h100(index: int = 0) -> FakeGpu:
     )
 
 
+def _process_objects(gpu: FakeGpu) -> _Processes:
+    return [
+        nvmlFriendlyObject({"pid": pid, "usedGpuMemory": used, "gpuInstanceId": 0xFFFFFFFF, "computeInstanceId": 0})
+        for pid, used in gpu.processes
+    ]
+
+
 class FakeNvml:
     """The ``pynvml`` module, for tests: attributes and functions under pynvml's names."""
 
@@ -275,6 +290,7 @@ class FakeNvml:
         self.init_calls = 0
         self.shutdown_calls = 0
         self.calls: Counter[str] = Counter()
+        self.callers: Counter[str] = Counter()
         self.count_calls = True
         self._event_sets: list[FakeEventSet] = []
         self._lock = threading.Lock()
@@ -291,6 +307,7 @@ class FakeNvml:
     def _check(self, name: str, handle: FakeHandle | None = None) -> FakeGpu:
         if self.count_calls:
             self.calls[name] += 1
+            self.callers[threading.current_thread().name] += 1
         if not self.initialised:
             raise NVMLError(NVML_ERROR_UNINITIALIZED)
         if self.version_mismatch:
@@ -304,6 +321,10 @@ class FakeNvml:
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
         if name in gpu.no_permission:
             raise NVMLError(NVML_ERROR_NO_PERMISSION)
+        if name in gpu.function_not_found:
+            raise NVMLError(NVML_ERROR_FUNCTION_NOT_FOUND)
+        if name in gpu.library_mismatch:
+            raise NVMLLibraryMismatchError(f"{name}: the NVML library lacks this version; use {name}_v2")
         return gpu
 
     # ---- library ----
@@ -404,12 +425,11 @@ class FakeNvml:
             out.append(sample)
         return NVML_VALUE_TYPE_UNSIGNED_INT, out
 
-    def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeHandle) -> list[nvmlFriendlyObject]:
-        gpu = self._check("nvmlDeviceGetComputeRunningProcesses", handle)
-        return [
-            nvmlFriendlyObject({"pid": pid, "usedGpuMemory": used, "gpuInstanceId": 0xFFFFFFFF, "computeInstanceId": 0})
-            for pid, used in gpu.processes
-        ]
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeHandle) -> _Processes:
+        return _process_objects(self._check("nvmlDeviceGetComputeRunningProcesses", handle))
+
+    def nvmlDeviceGetComputeRunningProcesses_v2(self, handle: FakeHandle) -> _Processes:
+        return _process_objects(self._check("nvmlDeviceGetComputeRunningProcesses_v2", handle))
 
     # ---- events ----
     def nvmlEventSetCreate(self) -> FakeEventSet:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from lensing_core.brokers import BrokerSnapshot, QueueDepth
-from lensing_sources.backlog import queue_work
+from lensing_sources.backlog import queue_work, workers_needed
 from lensing_sources.events.state import ActiveTask, EventState, RunningSnapshot, StateConfig
 from tests.unit.test_events_state import FakeClock, ev, heartbeat, make, run_task
 
@@ -46,6 +50,44 @@ def test_redis_ids_make_the_acknowledgement_mode_irrelevant() -> None:
     depth = QueueDepth(waiting=1, inflight=0, unacked_ids=frozenset())
     work = queue_work(read(q=depth), running({"q": {"t"}}, q="ack_mode_unknown"))["q"]
     assert work.backlog == 2
+
+
+def test_a_task_taken_after_the_broker_read_began_is_counted_once_as_waiting() -> None:
+    # the read began at 100: t-old was held since 90 (counted as running), t-new since 101 (the read still
+    # saw it waiting); t-late (held since 101 too) was in the read's unacked hash already: counted there
+    depth = QueueDepth(waiting=6, inflight=1, unacked_ids=frozenset({"t-late"}))
+    snapshot = BrokerSnapshot(queues={"q": depth}, read_at=100.5, duration=0.5)
+    ids = {"q": frozenset({"t-old", "t-new"})}
+    held = {"t-old": 90.0, "t-new": 101.0, "t-late": 101.0}
+    taken = RunningSnapshot(None, ids, {}, {}, {"q": frozenset({"t-late"})}, held)
+    work = queue_work(snapshot, taken)["q"]
+    assert (work.running, work.backlog) == (2, 6 + 2)  # t-late, t-old: not t-new a second time
+    # a task the stream saw held at the very instant the read began was held before it
+    at_start = RunningSnapshot(None, {"q": frozenset({"t-new"})}, {}, {}, {}, {"t-new": 100.0})
+    assert queue_work(snapshot, at_start)["q"].backlog == 6 + 1 + 1
+
+
+def test_running_snapshot_stamps_when_a_worker_took_each_task() -> None:
+    clock = FakeClock()
+    state = make(clock)
+    state.apply(heartbeat("w1@a", active=0))
+    now = time.time()
+    for uuid in ("t1", "t2", "t3"):
+        state.apply(ev("task-sent", "client", uuid=uuid, name="lensing.analyse_lens", queue="analyses"))
+    # t1: the worker's stamp (10 s ago, its event 4 s ago); t2: a stamp later than its event reached us
+    # (the worker's clock runs ahead): when it reached us
+    state.apply(ev("task-received", "w1@a", uuid="t1", name="lensing.analyse_lens", timestamp=now - 10))
+    state.apply(ev("task-started", "w1@a", uuid="t1", timestamp=now - 9))
+    state.apply(ev("task-received", "w1@a", uuid="t2", name="lensing.analyse_lens", timestamp=now + 60))
+    clock.now += 4
+    before = time.time()
+    held = state.running_snapshot().held_from
+    after = time.time()
+    assert set(held) == {"t1", "t2"} and held["t1"] == now - 10
+    assert before - 4 <= held["t2"] <= after - 4
+    # started without a received event: its start stamp
+    state.apply(ev("task-started", "w1@a", uuid="t3", name="lensing.analyse_lens", timestamp=now - 30))
+    assert state.running_snapshot().held_from["t3"] == now - 30
 
 
 def test_running_snapshot_follows_live_workers_only() -> None:
@@ -106,3 +148,34 @@ def test_unplaced_running_task_makes_its_workers_queues_unknown() -> None:
     assert state.running_snapshot().reason == "unplaced"
     state.set_worker_info("w1@a", ["a", "b"], 4)
     assert state.running_snapshot().unknown == {"a": "unplaced", "b": "unplaced"}
+
+
+@pytest.mark.parametrize(
+    ("backlog", "slots", "busy", "expected"),
+    [
+        (0, None, 0, (0, None)),  # nothing to do: 0 whatever the pool size
+        (0, -1, 0, (0, None)),
+        (9, 4, 0, (3, None)),  # ceil(9 / 4)
+        (8, 4, 0, (2, None)),
+        (1, 4, 0, (1, None)),
+        (2, 4, 2, (2, None)),  # two workers busy with one task each: never fewer than are busy
+        (3, 4, 3, (3, None)),
+        (40, 4, 3, (10, None)),
+        (5, None, 1, (None, "pool_size_unknown")),
+        (5, -1, 0, (None, "no_workers")),
+        (0, -1, 1, (None, "no_workers")),
+    ],
+)
+def test_workers_needed(backlog: int, slots: int | None, busy: int, expected: tuple[int | None, str | None]) -> None:
+    assert workers_needed(backlog, slots, busy) == expected
+
+
+def test_queue_work_gives_the_workers_needed_with_the_backlog() -> None:
+    depth = QueueDepth(waiting=7, inflight=0, unacked_ids=frozenset())
+    snapshot = BrokerSnapshot(queues={"q": depth, "idle": QueueDepth(0, 0, frozenset())}, read_at=100.0, duration=0.01)
+    taken = RunningSnapshot(None, {"q": frozenset({"a", "b"})}, {}, {}, {}, {}, {"q": 4, "idle": 4}, {"q": 2})
+    work = queue_work(snapshot, taken)
+    assert (work["q"].backlog, work["q"].workers_needed, work["q"].needed_unknown) == (9, 3, None)
+    assert (work["idle"].workers_needed, work["idle"].needed_unknown) == (0, None)
+    down = queue_work(snapshot, RunningSnapshot("events_down", {}, {}, {}))["q"]
+    assert (down.workers_needed, down.needed_unknown) == (None, "events_down")

@@ -83,15 +83,89 @@ def test_worker_past_timeout_stops_counting_at_once_and_is_swept() -> None:
     assert state.workers == {}
 
 
-def test_worker_offline_drops_its_tasks_and_late_end_events_do_not_revive_it() -> None:
+def test_worker_offline_without_running_tasks_is_gone_and_late_end_events_do_not_revive_it() -> None:
     clock = FakeClock()
     state = make(clock)
     run_task(state, "t1")
-    state.apply(ev("worker-offline"))
-    assert state.snapshot().active == {("analyses",): 0}
     state.apply(ev("task-succeeded", uuid="t1", runtime=1.0))
+    state.apply(ev("worker-offline"))
+    assert state.workers == {}
+    state.apply(ev("task-failed", uuid="t1"))  # a duplicate end flushed late: no worker comes back
     assert state.workers == {}
     assert state.tasks_total[("lensing.analyse_lens", "succeeded")] == 1
+
+
+def test_a_worker_in_warm_shutdown_keeps_its_running_tasks_until_they_end() -> None:
+    # Celery sends worker-offline when the warm shutdown begins (its pod terminating), then the end events of
+    # the tasks it lets finish (seen with a real worker: offline at SIGTERM, task-succeeded 5.6 s later)
+    clock = FakeClock()
+    state = make(clock, worker_timeout=5.0)
+    state.apply(heartbeat())
+    state.set_worker_info("w1@pod-a", ["analyses"], 4)
+    run_task(state, "t1")
+    run_task(state, "t2")
+    state.apply(ev("task-received", uuid="t3", name="lensing.analyse_lens", timestamp=13.0))  # prefetched
+    state.apply(ev("worker-offline"))
+    clock.now += 60  # no heartbeat any more: far past --worker-timeout, still draining
+    state.sweep()
+    snap = state.snapshot()
+    assert snap.active == {("analyses",): 2}  # its analyses still run
+    assert snap.workers == snap.slots == {("analyses",): 0}  # it takes no new work
+    running = state.running_snapshot()
+    assert running.by_queue == {"analyses": frozenset({"t1", "t2"})}
+    assert running.reserved == {}  # the prefetched task goes back to the queue
+    assert running.busy_workers == {} and running.worker_slots == {}  # its pod left the Deployment's count
+    state.apply(ev("task-succeeded", uuid="t1", runtime=61.0))
+    assert state.running_snapshot().by_queue == {"analyses": frozenset({"t2"})}
+    state.apply(ev("task-succeeded", uuid="t2", runtime=61.0))
+    assert state.workers == {}  # its last task ended: the shutdown is done
+    assert state.running_snapshot().by_queue == {}
+
+
+def test_a_drain_that_never_ends_stops_counting_after_the_drain_timeout() -> None:
+    clock = FakeClock()
+    state = make(clock, drain_timeout=100.0)
+    state.apply(heartbeat())
+    run_task(state, "t1")
+    state.apply(ev("worker-offline"))
+    clock.now += 99.9
+    assert state.running_snapshot().by_queue == {"analyses": frozenset({"t1"})}
+    clock.now += 0.2  # killed after its grace period: no end event will come
+    assert state.running_snapshot().by_queue == {}
+    state.sweep()
+    assert state.workers == {} and state.lost["task_end_missing"] == 1
+
+
+def test_a_worker_back_online_under_the_same_name_is_a_new_process() -> None:
+    clock = FakeClock()
+    state = make(clock)
+    state.apply(heartbeat())
+    run_task(state, "t1")
+    state.apply(ev("worker-offline"))
+    state.apply(ev("worker-online", pid=200))
+    assert state.running_snapshot().by_queue == {}
+    assert state.workers["w1@pod-a"].draining_since is None
+
+
+def test_pool_sizes_and_busy_workers_per_queue() -> None:
+    clock = FakeClock()
+    state = make(clock)
+    for host in ("w1@a", "w2@b", "w3@c"):
+        state.apply(heartbeat(host))
+    state.set_worker_info("w1@a", ["analyses"], 4)
+    state.set_worker_info("w2@b", ["analyses", "cpu"], 2)
+    state.set_worker_info("w3@c", ["cpu"], 8)
+    run_task(state, "t1", host="w1@a")
+    run_task(state, "t2", host="w1@a")
+    run_task(state, "t3", host="w2@b")
+    running = state.running_snapshot()
+    assert running.worker_slots == {"analyses": 2, "cpu": 2}  # the smallest pool: never fewer workers than needed
+    assert running.busy_workers == {"analyses": 2}  # workers, not tasks
+    state.apply(heartbeat("w5@e"))
+    state.set_worker_info("w5@e", ["cpu"], None)  # its pool size not reported yet
+    assert state.running_snapshot().worker_slots == {"analyses": 2, "cpu": None}  # a minimum of some is a guess
+    state.apply(heartbeat("w4@d"))  # its queues not known yet: no queue's minimum is sure
+    assert state.running_snapshot().worker_slots == {"analyses": None, "cpu": None}
 
 
 def test_heartbeat_count_reconciles_lost_end_events() -> None:

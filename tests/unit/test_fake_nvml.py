@@ -2,13 +2,127 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pynvml
 import pytest
 
+import lensing_sources.gpu
 from tests.support import fake_nvml
 from tests.support.fake_nvml import FakeNvml, h100, tesla_t4
+
+GPU_CODE = Path(lensing_sources.gpu.__file__).parent
+
+
+class _NvmlUses(ast.NodeVisitor):
+    """The names one module takes from the pynvml module: ``<m>.name`` and ``getattr(<m>, "name", ...)``, where
+    <m> is what the GPU code calls it: ``nvml`` (a parameter or local), ``self.nvml``, ``pynvml``, or an alias
+    assigned from one of those."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.names = {"nvml", "pynvml"}
+        self.self_attrs = {"nvml"}
+        self.used: dict[str, str] = {}  # name -> where, for the failure message
+
+    def is_module(self, node: ast.expr) -> bool:
+        if isinstance(node, ast.Name):
+            return node.id in self.names
+        return (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "self"
+            and node.attr in self.self_attrs
+        )
+
+    def learn_aliases(self, tree: ast.AST) -> None:
+        known = -1
+        while known != len(self.names) + len(self.self_attrs):
+            known = len(self.names) + len(self.self_attrs)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Assign):
+                    for target in node.targets:
+                        self._alias(target, node.value)
+
+    def _alias(self, target: ast.expr, value: ast.expr) -> None:
+        if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple) and len(target.elts) == len(value.elts):
+            for t, v in zip(target.elts, value.elts, strict=True):
+                self._alias(t, v)
+        elif self.is_module(value):
+            if isinstance(target, ast.Name):
+                self.names.add(target.id)
+            elif isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self":
+                self.self_attrs.add(target.attr)
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        if self.is_module(node.value):
+            self.used.setdefault(node.attr, f"{self.path.name}:{node.lineno}")
+        self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        if (
+            isinstance(node.func, ast.Name)
+            and node.func.id in {"getattr", "hasattr"}
+            and len(node.args) >= 2
+            and self.is_module(node.args[0])
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
+            self.used.setdefault(node.args[1].value, f"{self.path.name}:{node.lineno}")
+        self.generic_visit(node)
+
+
+def nvml_names_used() -> dict[str, str]:
+    """Every pynvml name the shipped GPU code uses -> the first place it does."""
+    used: dict[str, str] = {}
+    for path in sorted(GPU_CODE.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        uses = _NvmlUses(path)
+        uses.learn_aliases(tree)
+        uses.visit(tree)
+        for name, where in uses.used.items():
+            used.setdefault(name, where)
+    return used
+
+
+def parameters(function: Callable[..., Any]) -> list[tuple[str, Any, bool]]:
+    """(name, kind, required) of each parameter. inspect.signature follows pynvml's decorators
+    (@convertStrBytes, @throwOnVersionMismatch use functools.wraps) to the function they wrap."""
+    return [(p.name, p.kind, p.default is p.empty) for p in inspect.signature(function).parameters.values()]
+
+
+def test_every_pynvml_name_the_gpu_code_uses_is_in_pynvml_and_in_the_fake_alike() -> None:
+    used = nvml_names_used()
+    # the scan sees every module that talks to NVML (a scan that finds nothing would pass anything)
+    assert {
+        "nvmlInit",
+        "nvmlShutdown",
+        "nvmlDeviceGetUtilizationRates",
+        "nvmlDeviceGetComputeRunningProcesses_v2",
+        "nvmlDeviceGetCurrentClocksEventReasons",
+        "nvmlEventSetWait",
+        "NVMLError",
+        "NVMLLibraryMismatchError",
+        "NVML_ERROR_NOT_SUPPORTED",
+    } <= set(used)
+    fake = FakeNvml()
+    for name, where in sorted(used.items()):
+        assert hasattr(pynvml, name), f"{where} uses {name}, which pynvml does not have"
+        assert hasattr(fake, name), f"{where} uses {name}, which the fake NVML does not have"
+        real, stand_in = getattr(pynvml, name), getattr(fake, name)
+        if inspect.isclass(real):
+            assert inspect.isclass(stand_in) and issubclass(stand_in, BaseException) == issubclass(
+                real, BaseException
+            ), name
+        elif callable(real):
+            assert callable(stand_in), name
+            assert parameters(stand_in) == parameters(real), f"{name} (used at {where})"
+        else:
+            assert stand_in == real, name
 
 
 def test_every_fake_function_exists_in_pynvml_with_the_same_parameters() -> None:
@@ -62,6 +176,15 @@ def test_profiles_and_injected_faults() -> None:
     fake.gpus[0].run(0, 1.0, 40)
     value_type, samples = fake.nvmlDeviceGetSamples(t4, fake.NVML_GPU_UTILIZATION_SAMPLES, 0)
     assert value_type == fake.NVML_VALUE_TYPE_UNSIGNED_INT and samples[0].sampleValue.uiVal == 40
+    fake.gpus[0].processes = [(4242, None)]
+    fake.gpus[0].library_mismatch = {"nvmlDeviceGetComputeRunningProcesses"}
+    with pytest.raises(fake.NVMLLibraryMismatchError):
+        fake.nvmlDeviceGetComputeRunningProcesses(t4)
+    assert [p.pid for p in fake.nvmlDeviceGetComputeRunningProcesses_v2(t4)] == [4242]
+    fake.gpus[0].function_not_found = {"nvmlDeviceGetPowerUsage"}
+    with pytest.raises(fake.NVMLError_FunctionNotFound):
+        fake.nvmlDeviceGetPowerUsage(t4)
+    assert fake.nvmlDeviceGetPowerUsage(big) == 20_000
     fake.gpus[1].lost = True
     with pytest.raises(fake.NVMLError_GpuIsLost):
         fake.nvmlDeviceGetMemoryInfo(big)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,7 +12,7 @@ import pytest
 from lensing_core.labels import LabelCap
 from lensing_sources.gpu import celery_hook
 from lensing_sources.gpu.attribution import OTHER, TaskAttributor
-from lensing_sources.gpu.celery_hook import process_key
+from lensing_sources.gpu.celery_hook import STALE_AFTER_SECONDS, process_key
 
 
 def fake_proc(root: Path, pid: int, nspids: str, starttime: int, comm: str = "celery) worker (x") -> None:
@@ -56,6 +57,23 @@ def test_hook_never_breaks_the_task_when_the_directory_is_unwritable(
     task = SimpleNamespace(name="t", request=SimpleNamespace(delivery_info={}))
     celery_hook._task_started(task=task)  # no exception
     celery_hook._task_finished()
+
+
+def test_the_first_task_of_a_process_removes_files_older_than_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    monkeypatch.setenv("LENSING_GPU_TASK_DIR", str(tasks))
+    monkeypatch.setitem(celery_hook._state, "key", None)
+    monkeypatch.setitem(celery_hook._state, "pruned", False)
+    now = time.time()
+    for name, age in (("7-100.json", STALE_AFTER_SECONDS + 3600), ("8-200.json", STALE_AFTER_SECONDS - 3600)):
+        (tasks / name).write_text('{"queue": "q", "task": "left by a SIGKILLed process"}')
+        os.utime(tasks / name, (now - age, now - age))
+    task = SimpleNamespace(name="t", request=SimpleNamespace(delivery_info={}))
+    celery_hook._task_started(task=task)
+    assert sorted(p.name for p in tasks.iterdir()) == sorted(["8-200.json", f"{process_key()}.json"])
 
 
 def test_a_file_left_by_a_dead_process_matches_nothing(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
 import time
 
 import pytest
@@ -12,6 +13,8 @@ from prometheus_client.registry import CollectorRegistry
 from exporter.collectors.gpu import GpuCollector
 from exporter.sources import gpu
 from lensing_core.catalog import GPU
+from lensing_sources.gpu.device import DeviceReader
+from lensing_sources.gpu.nvml import NvmlSession
 from lensing_sources.gpu.sampler import GpuSampler
 from tests.support.fake_nvml import FakeNvml, h100, tesla_t4
 from tests.support.services import wait_for
@@ -161,6 +164,50 @@ def test_unsupported_field_is_absent_logged_once_and_not_asked_again(
     assert value(registry, "nvml_up") == 1
 
 
+def test_a_function_the_driver_lacks_drops_its_field_for_that_card_only(
+    fake: FakeNvml, sampler: GpuSampler, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.gpus[1].function_not_found = {"nvmlDeviceGetPowerUsage"}
+    with caplog.at_level(logging.INFO, logger="lensing_sources.gpu"):
+        for _ in range(3):
+            sampler.sample_once()
+    registry = registry_for(sampler)
+    assert value(registry, "gpu_power_watts", **t4_labels(0)) is not None
+    assert value(registry, "gpu_power_watts", **t4_labels(1)) is None
+    for name in ("gpu_power_limit_watts", "gpu_temperature_celsius", "gpu_memory_used_bytes", "gpu_sm_clock_hertz"):
+        assert value(registry, name, **t4_labels(1)) is not None, name
+    assert fake.calls["nvmlDeviceGetPowerUsage"] == 3 + 1  # card 0 three times, card 1 once
+    lines = [r.getMessage() for r in caplog.records if "does not report" in r.getMessage()]
+    assert len(lines) == 1 and "power (function_not_found)" in lines[0]
+    assert value(registry, "nvml_up") == 1 and fake.init_calls == 1  # a missing function is no reason to reopen
+
+
+def test_throttle_reasons_fall_back_to_the_older_function_on_a_driver_without_the_newer(
+    fake: FakeNvml, sampler: GpuSampler
+) -> None:
+    fake.gpus[1].function_not_found = {"nvmlDeviceGetCurrentClocksEventReasons"}
+    fake.gpus[1].throttle_reasons = 0x40
+    sampler.sample_once()
+    registry = registry_for(sampler)
+    assert value(registry, "gpu_throttled", **t4_labels(1), reason="hw_thermal_slowdown") == 1
+    assert value(registry, "gpu_throttled", **t4_labels(1), reason="gpu_idle") == 0
+    assert fake.calls["nvmlDeviceGetCurrentClocksThrottleReasons"] == 1  # card 1 only
+
+
+def test_processes_are_listed_by_the_v2_call_when_the_unversioned_one_is_a_library_mismatch(fake: FakeNvml) -> None:
+    fake.gpus[0].processes = [(4242, 300 * 1024**2), (4343, None)]
+    fake.gpus[0].library_mismatch = {"nvmlDeviceGetComputeRunningProcesses"}
+    session = NvmlSession(fake)
+    assert session.open() is None
+    reader = DeviceReader(fake)
+    mismatched, other = (reader.read(device, 0) for device in session.devices)
+    assert mismatched.processes == [(4242, 300 * 1024**2), (4343, None)]
+    assert other.processes == []
+    assert fake.calls["nvmlDeviceGetComputeRunningProcesses_v2"] == 1  # card 0 only
+    assert reader.missing[session.devices[0].uuid] == {}
+    session.close()
+
+
 def test_card_without_ecc_has_no_ecc_series(fake: FakeNvml, sampler: GpuSampler) -> None:
     fake.gpus[1].ecc_enabled = False
     sampler.sample_once()
@@ -243,12 +290,12 @@ def test_initialised_once_sampled_in_background_and_shut_down_at_stop(fake: Fake
         registry.register(collector)
     source.start()
     wait_for(lambda: fake.calls["nvmlDeviceGetUtilizationRates"] >= 10, 30, what="10 background reads")
-    calls_before = fake.calls["nvmlDeviceGetUtilizationRates"]
-    fake.count_calls = False
+    # the sampler and XID threads keep calling NVML meanwhile: count only the calls made by the scraping thread
+    scraper = threading.current_thread().name
+    calls_before = fake.callers[scraper]
     for _ in range(5):
-        list(registry.collect())  # a scrape reads the snapshot, never NVML
-    fake.count_calls = True
-    assert fake.calls["nvmlDeviceGetUtilizationRates"] >= calls_before
+        assert len(series(registry, "gpu_memory_used_bytes")) == 2
+    assert fake.callers[scraper] == calls_before  # /metrics answers from the last read, never from NVML
     assert fake.init_calls == 1 and fake.initialised == 1
     source.stop()
     assert fake.initialised == 0 and fake.shutdown_calls == 1
