@@ -73,7 +73,6 @@ class Supervision:
     def crashed(self, exc: BaseException | None, ran_for: float) -> float:
         """Record one unexpected exit; the seconds to wait before the restart."""
         self.crashes_in_a_row = 1 if ran_for > self.max_backoff else self.crashes_in_a_row + 1
-        self.down = True
         with _restarts_lock:
             restarts[self.name] += 1
         delay = min(self.min_backoff * 2 ** (self.crashes_in_a_row - 1), self.max_backoff)
@@ -86,6 +85,7 @@ class Supervision:
                 self.on_crash(exc)
             except Exception:
                 log.exception("on_crash of %s failed", self.name)
+        self.down = True  # after on_crash: whoever sees the loop down sees its source down too
         return delay
 
 

@@ -26,7 +26,11 @@ def test_kubectl_discovery_values_and_api_resources(redis_url: str, adapter_fact
     assert [g["name"] for g in groups["groups"]] == ["external.metrics.k8s.io"]
     resources = json.loads(kubectl(adapter.kubeconfig, "get", "--raw", "/apis/external.metrics.k8s.io/v1beta1").stdout)
     assert resources["kind"] == "APIResourceList"
-    assert {r["name"] for r in resources["resources"]} == {"celery_queue_length", "celery_queue_backlog"}
+    assert {r["name"] for r in resources["resources"]} == {
+        "celery_queue_length",
+        "celery_queue_backlog",
+        "celery_queue_workers_needed",
+    }
     assert all(r["namespaced"] and r["kind"] == "ExternalMetricValueList" for r in resources["resources"])
 
     def value() -> object:
@@ -43,7 +47,7 @@ def test_kubectl_discovery_values_and_api_resources(redis_url: str, adapter_fact
     assert listing.returncode == 0, listing.stderr
     assert "unable to retrieve" not in listing.stderr
     lines = {line.split()[0] for line in listing.stdout.splitlines()[1:]}
-    assert {"celery_queue_length", "celery_queue_backlog"} <= lines
+    assert {"celery_queue_length", "celery_queue_backlog", "celery_queue_workers_needed"} <= lines
 
     missing = kubectl(adapter.kubeconfig, "get", "--raw", f"{VALUES}/default/celery_queue_nope")
     assert missing.returncode != 0 and "NotFound" in missing.stderr

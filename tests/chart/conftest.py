@@ -143,6 +143,7 @@ VALUE_SET_FILES: dict[str, tuple[str, list[str]]] = {
     "features-off": ("features-off", []),
     "rules-rewrite": ("rules-rewrite", ["--api-versions", MONITORING_API]),
     "full": ("full", ["--api-versions", MONITORING_API]),
+    "idle-first": ("idle-first", []),
 }
 
 

@@ -510,3 +510,41 @@ def test_helm_test_hook_asks_for_every_registered_group_version(
         f"{d['spec']['group']}/{d['spec']['version']}" for d in renders.get(values_set).of_kind("APIService")
     )
     assert sorted(groups) == registered
+
+
+def test_idle_first_scaling_renders_the_workers_needed_hpa_and_a_namespaced_pod_role(renders: Renders) -> None:
+    r = renders.get("idle-first")
+    hpa = r.one("HorizontalPodAutoscaler", "lensing-celery-worker")
+    assert hpa["metadata"]["namespace"] == "lensing-production"
+    assert hpa["spec"]["metrics"][0]["external"] == {
+        "metric": {"name": "celery_queue_workers_needed", "selector": {"matchLabels": {"queue": "celery"}}},
+        "target": {"type": "AverageValue", "averageValue": "1"},
+    }
+    # get/list/watch/patch on pods in the workers' namespace: a Role there, not a ClusterRole
+    role = r.one("Role", "-pod-deletion-cost")
+    assert role["metadata"]["namespace"] == "lensing-production"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]}]
+    binding = r.one("RoleBinding", "-pod-deletion-cost")
+    assert binding["metadata"]["namespace"] == "lensing-production"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    (sa,) = [d["metadata"]["name"] for d in r.of_kind("ServiceAccount") if d["metadata"]["name"].endswith("-adapter")]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+    args = r.one("Deployment", "-adapter")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {
+        "--pod-deletion-cost",
+        "--worker-namespace=lensing-production",
+        "--worker-pod-selector=app=lensing,component=celery-worker",
+        "--worker-pod-pattern=^[^@]*@(?P<pod>[^.]+)",
+        "--worker-drain-timeout=1800",
+    } <= set(args)
+    # off by default: no Role, no flag
+    default = renders.get("default")
+    assert not default.of_kind("Role")
+    assert not any(
+        a.startswith("--pod-deletion-cost")
+        for a in default.one("Deployment", "-adapter")["spec"]["template"]["spec"]["containers"][0]["args"]
+    )

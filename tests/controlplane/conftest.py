@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import json
 import ssl
 import urllib.request
@@ -79,9 +80,9 @@ class Registration:
         return 0.0
 
 
-def chart_objects(port: int, ca_pem: bytes, broker_url: str) -> list[dict[str, Any]]:
-    """The chart's adapter objects as `helm template` renders them with its defaults, the serving CA given as
-    tls.mode=existingSecret + caBundle, and the adapter's local port as the Service port."""
+def chart_render(port: int, ca_pem: bytes, broker_url: str, values: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The chart's objects as `helm template` renders them with its defaults (and ``values``, `-f` files), the
+    serving CA given as tls.mode=existingSecret + caBundle, and the adapter's local port as the Service port."""
     out = helm(
         "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
         "--set", f"broker.url={broker_url}",
@@ -89,13 +90,25 @@ def chart_objects(port: int, ca_pem: bytes, broker_url: str) -> list[dict[str, A
         "--set", "adapter.tls.existingSecret=adapter-serving",
         "--set", f"adapter.tls.caBundle={base64.b64encode(ca_pem).decode()}",
         "--set", f"adapter.service.port={port}",
+        *itertools.chain.from_iterable(("-f", v) for v in values),
     ).stdout  # fmt: skip
-    docs = [d for d in yaml.safe_load_all(out) if d]
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def adapter_objects(docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the registration applies: the adapter's RBAC, ServiceAccount and APIServices."""
     return [
         d
         for d in docs
         if d["kind"] in APPLIED_KINDS and d["metadata"]["labels"].get("app.kubernetes.io/component") == "adapter"
     ]
+
+
+def chart_adapter_args(docs: Sequence[dict[str, Any]], *prefixes: str) -> list[str]:
+    """The rendered adapter Deployment's arguments that start with one of ``prefixes``."""
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-adapter")]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return [a for a in args if a.startswith(prefixes)]
 
 
 def apiservice_available(plane: ControlPlane, name: str) -> dict[str, Any] | None:
@@ -122,9 +135,14 @@ def registered_adapter(
     *,
     rates: dict[tuple[str, str], float] | None = None,
     broker_args: Sequence[str] = (),
+    chart_values: Sequence[str] = (),
+    chart_args: Sequence[str] = (),
+    adapter_args: Sequence[str] = (),
 ) -> Iterator[Registration]:
     """A private redis-server as the broker, a real Prometheus scraping pretend API pods, and the adapter reading
-    both, registered for external.metrics.k8s.io and custom.metrics.k8s.io. Everything removed afterwards."""
+    both, registered for external.metrics.k8s.io and custom.metrics.k8s.io. Everything removed afterwards.
+    ``chart_values``: value files the chart is rendered with; ``chart_args``: prefixes of the rendered adapter
+    Deployment's arguments the local adapter is given too; ``adapter_args``: more arguments, last."""
     broker = RedisServer(broker_args).start()
     requests = RequestCounterServer(rates or {}).start()
     prometheus = PrometheusServer([requests.target])
@@ -136,7 +154,8 @@ def registered_adapter(
         port = free_port()
         plane.ensure_namespace(NAMESPACE)
         serving_ca = CertificateAuthority("lm-test-adapter-serving-ca")
-        objects = chart_objects(port, serving_ca.cert_pem, broker.url)
+        rendered = chart_render(port, serving_ca.cert_pem, broker.url, chart_values)
+        objects = adapter_objects(rendered)
         plane.apply(objects)
         (sa,) = [o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount"]
         (svc_name,) = {o["spec"]["service"]["name"] for o in objects if o["kind"] == "APIService"}
@@ -181,6 +200,8 @@ def registered_adapter(
                 "--poll-interval=0.5",
                 f"--max-staleness={MAX_STALENESS}",
                 "--log-level=info",
+                *(chart_adapter_args(rendered, *chart_args) if chart_args else ()),
+                *adapter_args,
             ],
         )
         service = {

@@ -134,6 +134,7 @@ def test_discovery_lists_the_metrics(reg: Registration, tmp_path: Path) -> None:
     assert set(external.stdout.split()) == {
         "celery_queue_length.external.metrics.k8s.io",
         "celery_queue_backlog.external.metrics.k8s.io",
+        "celery_queue_workers_needed.external.metrics.k8s.io",
         "api_requests_per_second.external.metrics.k8s.io",  # the config file's PromQL rule
     }
     # custom metrics are named pods/<metric>: kubectl api-resources skips names with a "/" (subresources), so

@@ -353,3 +353,8 @@ spec:
       {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The worker pods' namespace: adapter.podDeletionCost.namespace, else workerHPA.namespace, else the release's. */}}
+{{- define "lensing-metrics.workerNamespace" -}}
+{{- .Values.adapter.podDeletionCost.namespace | default .Values.workerHPA.namespace | default .Release.Namespace -}}
+{{- end }}
