@@ -5,11 +5,14 @@ kombu's ``unacked`` hash (the layout kombu writes; the integration tests check i
 Celery producers and workers). Measures:
 
 - one broker read by RedisQueueReader (median, p99), after the first read learned the in-flight tags;
-- one GET /metrics of a real `python -m exporter` process (median, p99), and that process's RSS;
-- the baseline in the same run: a plain per-queue LLEN loop (one round trip per queue, bare list only,
-  which also undercounts), and the ratio.
+- the baseline, interleaved with those reads: a plain per-queue LLEN loop (one round trip per queue, bare
+  list only, which also undercounts). --rounds rounds of (one project read, one baseline loop), so both
+  see the same machine load; the medians, p99s and the ratio of the medians come from those rounds;
+- one GET /metrics of a real `python -m exporter` process (median, p99), and that process's RSS.
 
-    .venv/bin/python benchmarks/queue_read.py [--queues 1000] [--inflight 2000] [--reads 200]
+Targets: read median <= 25 ms, scrape median <= 10 ms, exporter RSS <= 80 MB.
+
+    .venv/bin/python benchmarks/queue_read.py [--queues 1000] [--inflight 2000] [--rounds 200] [--scrapes 200]
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lensing_core.brokers import open_reader  # noqa: E402
+from lensing_core.brokers import QueueReader, open_reader  # noqa: E402
+from lensing_core.brokers.redis import RedisQueueReader  # noqa: E402
 from lensing_harness.localredis import start_redis_server  # noqa: E402
 from lensing_harness.ports import free_port, wait_port  # noqa: E402
 
@@ -73,12 +77,30 @@ def ms(value: float) -> str:
     return f"{value * 1000:.2f} ms"
 
 
+def interleaved_rounds(
+    reader: QueueReader, client: redis.Redis, names: list[str], rounds: int
+) -> tuple[list[float], list[float]]:
+    """``rounds`` x (one project read, one baseline LLEN loop): the seconds of each, in two lists."""
+    reads: list[float] = []
+    baseline: list[float] = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        reader.read()
+        reads.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        {name: client.llen(name) for name in names}
+        baseline.append(time.perf_counter() - t0)
+    return reads, baseline
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queues", type=int, default=1000)
     parser.add_argument("--inflight", type=int, default=2000)
     parser.add_argument("--per-level", type=int, default=2, help="messages per priority level per queue")
-    parser.add_argument("--reads", type=int, default=200)
+    parser.add_argument(
+        "--rounds", "--reads", dest="rounds", type=int, default=200, help="interleaved rounds: a read, a baseline"
+    )
     parser.add_argument("--scrapes", type=int, default=200)
     args = parser.parse_args()
 
@@ -101,22 +123,13 @@ def main() -> int:
         assert all(d.waiting == expected_waiting for d in first.queues.values())
         assert sum(d.inflight or 0 for d in first.queues.values()) == args.inflight
 
-        reads = []
-        for _ in range(args.reads):
-            t0 = time.perf_counter()
-            reader.read()
-            reads.append(time.perf_counter() - t0)
+        names = sorted(first.queues)
+        reads, baseline = interleaved_rounds(reader, client, names, args.rounds)
+        assert isinstance(reader, RedisQueueReader)
         t0 = time.perf_counter()
         reader._discover()
         discovery = time.perf_counter() - t0
         reader.close()
-
-        names = sorted(first.queues)
-        baseline = []
-        for _ in range(max(args.reads // 4, 20)):
-            t0 = time.perf_counter()
-            {name: client.llen(name) for name in names}
-            baseline.append(time.perf_counter() - t0)
 
         http_port = free_port()
         exporter = subprocess.Popen(
@@ -175,9 +188,13 @@ def main() -> int:
             f"baseline per-queue LLEN loop (bare list only): median {ms(base_median)}  "
             f"p99 {ms(percentile(baseline, 0.99))}"
         )
+        ratios = sorted(b / r for r, b in zip(reads, baseline, strict=True))
+        low, high = percentile(ratios, 0.1), percentile(ratios, 0.9)
         print(
-            f"ratio baseline / read: {base_median / read_median:.1f}x "
-            f"(the baseline reads {args.queues} keys; the reader {args.queues * len(STEPS)} keys + the unacked hash)"
+            f"ratio baseline / read (medians of {args.rounds} interleaved rounds): {base_median / read_median:.1f}x; "
+            f"per round: median {statistics.median(ratios):.1f}x, 10th..90th percentile {low:.1f}..{high:.1f}x "
+            f"(the baseline reads {args.queues} keys; the reader "
+            f"{args.queues * len(STEPS)} keys + the unacked hash)"
         )
         return 0
     finally:

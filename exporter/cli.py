@@ -60,7 +60,9 @@ def build_sources(args: argparse.Namespace) -> list[Source]:
         reader = open_reader(args.broker_url, args.transport_options, args.queues)
         poller = BrokerPoller(reader, args.poll_interval, url_for_logs=args.broker_url)
         running = event_source.running if event_source is not None else None
-        sources.append(BrokerSource(poller, ready_within=max(3 * args.poll_interval, 10.0), running=running))
+        version = event_source.running_version if event_source is not None else None
+        ready_within = max(3 * args.poll_interval, 10.0)
+        sources.append(BrokerSource(poller, ready_within=ready_within, running=running, running_version=version))
     for extra in (event_source, gpu.build_source(args)):
         if extra is not None:
             sources.append(extra)

@@ -4,8 +4,9 @@ connection gate.
 The gate accepts TCP itself (``loop.create_server`` with a plain protocol) and only then, for a slot
 under the cap, wraps the connection in TLS: a connection over the cap never reaches Python's SSL
 machinery, whose buffers cost about 300 KB a connection. When the cap is reached the oldest connection
-that is not answering a request (in its handshake, sending its request head, or idle between requests)
-is closed to make room, so hostile connections cannot keep a normal client out; memory is bounded by
+that has sent no request byte yet is closed to make room, else the oldest one that is not answering a
+request (in its handshake, sending its request head, or idle between requests), so hostile connections
+cannot keep a normal client out; memory is bounded by
 the cap whatever the number of connections. Each stage has a deadline: the TLS handshake, the request
 head (slowloris), the keep-alive idle time (aiohttp's ``keepalive_timeout``).
 
@@ -149,6 +150,8 @@ class _Connection(asyncio.Protocol):
         self._tail = b""
         self._deadline: asyncio.TimerHandle | None = None
         self._closed = False
+        self._handed_over = False  # connect_accepted_socket has the socket: asyncio closes it
+        self._spoke = False  # an HTTP byte came (after TLS, if any)
 
     # -- from the gate ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -160,6 +163,11 @@ class _Connection(asyncio.Protocol):
             return
         self._deadline = loop.call_later(self.gate.limits.tls_handshake_timeout, self.abort, "tls_handshake")
         loop.add_reader(self.sock.fileno(), self._readable)
+
+    def silent(self) -> bool:
+        """Has sent no request byte yet (no ClientHello, in its handshake, or TLS and then nothing): the first
+        to make room, so that a flood of new connections never closes a client's kept-alive connection."""
+        return not self._spoke and not self._closed
 
     def evictable(self) -> bool:
         """Not answering a request: in the handshake, sending a head, or idle between requests."""
@@ -188,6 +196,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed or self.handler is None:
             return
+        self._spoke = True
         self.gate.touch(self)
         if not self._in_head:
             self._in_head = True
@@ -240,6 +249,7 @@ class _Connection(asyncio.Protocol):
         sock = self.sock
         assert sock is not None
         loop = asyncio.get_running_loop()
+        self._handed_over = True
         try:
             await loop.connect_accepted_socket(
                 lambda: self,
@@ -259,9 +269,13 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()  # connection_lost releases the slot
             return
-        if self._task is not None and not self._task.done():
-            self._task.cancel()  # the handshake: the half-built transport is closed by asyncio
         sock, self.sock = self.sock, None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            if self._handed_over:
+                # asyncio owns the socket (the handshake is under way): cancelling it closes the half-built
+                # transport, socket included; touching the socket here would race the transport for its fd
+                sock = None
         if sock is not None:
             with contextlib.suppress(ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(sock.fileno())
@@ -331,7 +345,9 @@ class Gate:
 
     def admit(self, connection: _Connection) -> bool:
         while len(self.connections) >= self.limits.max_connections:
-            victim = next((c for c in self.connections if c.evictable()), None)
+            victim = next((c for c in self.connections if c.silent()), None) or next(
+                (c for c in self.connections if c.evictable()), None
+            )
             if victim is None:  # every slot is answering a request: the newcomer goes
                 connection.abort("evicted")
                 return False

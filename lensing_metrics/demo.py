@@ -90,7 +90,7 @@ def _num(value: float | None) -> str:
 
 def render_table(metrics: Metrics) -> list[str]:
     """Per-queue waiting, in flight, running and backlog (the exporter's: "-" while the running part is not
-    known), with the event metrics' columns when they exist."""
+    known), with the event metrics' columns and the workers needed when they exist."""
     waiting = metrics.by_queue("celery_queue_length")
     columns: list[tuple[str, dict[str, float]]] = [
         ("waiting", waiting),
@@ -105,6 +105,8 @@ def render_table(metrics: Metrics) -> list[str]:
         busy, slots = metrics.by_queue("celery_worker_slots_busy"), metrics.by_queue("celery_worker_slots")
         columns.append(("slots busy", {q: busy.get(q, 0.0) for q in slots}))
         columns.append(("slots", slots))
+    if metrics.has("celery_queue_workers_needed"):  # what an HPA at AverageValue 1 would ask for
+        columns.append(("needed", metrics.by_queue("celery_queue_workers_needed")))
     queues = sorted(set(waiting) | {q for _, col in columns[4:] for q in col} - {""})
     width = max([len("queue"), *(len(q) for q in queues)])
     header = "queue".ljust(width) + "".join(f"  {title:>10}" for title, _ in columns)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -22,21 +22,31 @@ class QueueCollector(Collector):
     shows ``celery_broker_up 0`` and no queue numbers at all, never zeros.
 
     The queue families are built, and rendered, once per successful read on the poll thread
-    (:meth:`prerender`); scrapes reuse them. The health families, and running and backlog (which
-    follow the event stream between reads), are built at each scrape.
+    (:meth:`prerender`); scrapes reuse them. The health families are built at each scrape, and so are
+    running, backlog and workers needed when an event stream is consumed (they follow it between reads);
+    without one they depend on the read alone and are prerendered with the queue families.
 
     ``running`` gives the event stream's running tasks (None: no events are consumed). Where the
     running part of a queue is not known, its running and backlog series are absent and
     ``celery_queue_running_up{queue,reason}`` is 0 and says why.
     """
 
-    def __init__(self, poller: BrokerPoller, running: Callable[[], RunningSnapshot] | None = None) -> None:
+    def __init__(
+        self,
+        poller: BrokerPoller,
+        running: Callable[[], RunningSnapshot] | None = None,
+        running_version: Callable[[], Hashable] | None = None,
+    ) -> None:
         self.poller = poller
         self.running = running
+        #: equal while ``running()`` would answer the same: the work families are then reused, rendered
+        self.running_version = running_version
         self._lock = threading.Lock()
         self._for: BrokerSnapshot | None = None
         self._families: list[Metric] = []
         self._rendered: dict[bool, bytes] = {}
+        self._work_for: tuple[BrokerSnapshot | None, Hashable] = (None, None)
+        self._work_rendered: dict[bool, bytes] = {}
         poller.add_listener(self.prerender)
 
     def describe(self) -> Iterator[Metric]:
@@ -45,7 +55,7 @@ class QueueCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self.health_families()
         yield from self._queue_state()[0]
-        yield from self.work_families()
+        yield from self._live_work_families()
 
     def exposition(self, openmetrics: bool) -> bytes:
         families, rendered = self._queue_state()
@@ -55,14 +65,44 @@ class QueueCollector(Collector):
             with self._lock:
                 if self._for is self.poller.state.snapshot:
                     self._rendered[openmetrics] = text
-        return encode([*self.health_families(), *self.work_families()], openmetrics) + text
+        return encode(list(self.health_families()), openmetrics) + self._work_exposition(openmetrics) + text
+
+    def _work_exposition(self, openmetrics: bool) -> bytes:
+        """The live work families rendered, reused while neither the broker read nor the event state moved."""
+        if self.running is None:
+            return b""
+        snapshot = self.poller.state.snapshot
+        version = self.running_version() if self.running_version is not None else object()
+        with self._lock:
+            if self._work_for[0] is snapshot and self._work_for[1] == version and openmetrics in self._work_rendered:
+                return self._work_rendered[openmetrics]
+        text = encode(self.work_families(), openmetrics)
+        with self._lock:
+            if not (self._work_for[0] is snapshot and self._work_for[1] == version):
+                self._work_for, self._work_rendered = (snapshot, version), {}
+            self._work_rendered[openmetrics] = text
+        return text
+
+    def _live_work_families(self) -> list[Metric]:
+        """The work families that follow the event stream, built now; without events they depend on the
+        broker read alone and are prerendered with the queue families."""
+        return self.work_families() if self.running is not None else []
+
+    def _families_of(self, snapshot: BrokerSnapshot) -> list[Metric]:
+        families = queue_families(snapshot)
+        if self.running is None:
+            families += self.work_families_of(snapshot)
+        return families
 
     def work_families(self) -> list[Metric]:
         """``celery_queue_running``, ``_backlog``, ``_running_up``, ``_workers_needed`` and its ``_up`` now."""
         state = self.poller.state
         if not state.up or state.snapshot is None:
             return []
-        work = queue_work(state.snapshot, self.running() if self.running is not None else None)
+        return self.work_families_of(state.snapshot)
+
+    def work_families_of(self, snapshot: BrokerSnapshot) -> list[Metric]:
+        work = queue_work(snapshot, self.running() if self.running is not None else None)
         running = catalog.gauge("celery_queue_running")
         backlog = catalog.gauge("celery_queue_backlog")
         running_up = catalog.gauge("celery_queue_running_up")
@@ -82,7 +122,7 @@ class QueueCollector(Collector):
     def prerender(self, state: PollState) -> None:
         """Poll listener: build and render the queue families of a new snapshot (text format)."""
         if state.up and state.snapshot is not None:
-            families = queue_families(state.snapshot)
+            families = self._families_of(state.snapshot)
             text = encode(families, False)
             with self._lock:
                 self._for, self._families, self._rendered = state.snapshot, families, {False: text}
@@ -94,7 +134,7 @@ class QueueCollector(Collector):
         with self._lock:
             if self._for is state.snapshot:
                 return self._families, self._rendered
-        families = queue_families(state.snapshot)  # a read the listener has not seen yet
+        families = self._families_of(state.snapshot)  # a read the listener has not seen yet
         with self._lock:
             self._for, self._families, self._rendered = state.snapshot, families, {}
         return families, {}

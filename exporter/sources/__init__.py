@@ -7,7 +7,7 @@ A fault in one never stops another: each runs on its own thread and reports thro
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Protocol
 
 from prometheus_client.registry import Collector
@@ -37,11 +37,16 @@ class BrokerSource:
     name = "broker"
 
     def __init__(
-        self, poller: BrokerPoller, ready_within: float, running: Callable[[], RunningSnapshot] | None = None
+        self,
+        poller: BrokerPoller,
+        ready_within: float,
+        running: Callable[[], RunningSnapshot] | None = None,
+        running_version: Callable[[], Hashable] | None = None,
     ) -> None:
         self.poller = poller
         self.ready_within = ready_within
         self.running = running  # the event source's running tasks, for the backlog
+        self.running_version = running_version
 
     def start(self) -> None:
         self.poller.start()
@@ -50,7 +55,7 @@ class BrokerSource:
         self.poller.stop()
 
     def collectors(self) -> Iterable[Collector]:
-        return [QueueCollector(self.poller, self.running)]
+        return [QueueCollector(self.poller, self.running, self.running_version)]
 
     def readiness(self) -> tuple[bool, str]:
         state = self.poller.state

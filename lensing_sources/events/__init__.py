@@ -38,6 +38,11 @@ class EventSource:
         with self.state.lock:
             return self.state.running_snapshot()
 
+    def running_version(self) -> tuple[int, int]:
+        """Equal while ``running()`` would give the same answer: the state's version and the second (worker
+        timeouts, the warm-up and drains turn on the clock, to the second)."""
+        return self.state.version, int(self.state.clock())
+
     def running_by_worker(self) -> dict[str, int] | None:
         """Running tasks per live worker now (None: not known), for the pod deletion cost."""
         with self.state.lock:

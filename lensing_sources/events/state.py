@@ -237,6 +237,9 @@ class EventState:
         self.queue_wait: dict[str, Histogram] = {}
         self.connected = False
         self.connected_at = float("-inf")
+        #: moves on with every change (an event, a remote-control answer, a sweep, a (re)connection): what was
+        #: computed from the state at one version is still right at that version, up to the clock
+        self.version = 0
         #: hostnames seen for the first time since the last drain: the consumer asks them for their queues
         self.new_workers: list[str] = []
         #: live workers whose running tasks the stream did not fully show: more running than it showed
@@ -259,18 +262,21 @@ class EventState:
 
     # -- connection --------------------------------------------------------------------------
     def on_connected(self) -> None:
+        self.version += 1
         self.connected = True
         self.connected_at = self.clock()
         for worker in self.workers.values():
             worker.resync = True  # events were missed: trust the next heartbeat's count of running tasks
 
     def on_disconnected(self) -> None:
+        self.version += 1
         self.connected = False
 
     # -- events ------------------------------------------------------------------------------
     def apply(self, event: Any) -> None:
         """Apply one decoded event (a dict as Celery's EventDispatcher sends it)."""
         self.received += 1
+        self.version += 1
         if not isinstance(event, dict):
             self.dropped["malformed"] += 1
             return
@@ -518,6 +524,7 @@ class EventState:
 
     # -- remote control answers ----------------------------------------------------------------
     def set_worker_info(self, hostname: str, queues: Iterable[str] | None, slots: int | None) -> None:
+        self.version += 1
         worker = self.workers.get(hostname)
         if worker is None:
             return
@@ -533,6 +540,7 @@ class EventState:
         while the worker's task events were off or lost). Tasks absent from the answer are left to the
         heartbeat reconciliation: the answer may predate their task-started event. ``reserved`` (its
         prefetched tasks, ``inspect reserved``) only places tasks not started yet."""
+        self.version += 1
         worker = self.workers.get(hostname)
         if worker is None:
             return
@@ -585,6 +593,7 @@ class EventState:
 
     def sweep(self) -> None:
         """Forget expired tasks, workers past the timeout and queues unused for the series expiry."""
+        self.version += 1
         now = self.clock()
         deadline = now - self.config.task_expiry
         while self.tasks:

@@ -134,6 +134,33 @@ def test_connections_that_never_send_a_client_hello_cost_a_socket_and_are_closed
     assert rejected(client, "tls_handshake") >= 1
 
 
+def test_a_flood_of_new_connections_never_closes_a_kept_alive_client(
+    adapter: RunningAdapter, client_factory: Callable[..., Client]
+) -> None:
+    """At the cap, connections that have sent no request byte make room first (oldest first): the HPA's kept-alive
+    connection survives any number of newcomers, and evicting one mid-handshake leaves no traceback (a
+    socket handed to asyncio is closed by asyncio, not under its transport)."""
+    client = client_factory(adapter)
+    warm(client)
+    connection = client.conn
+
+    async def flood(tls: bool) -> int:
+        if tls:
+            held = await hostile.open_silent_tls(adapter.port, 3 * CAP)
+        else:
+            held = await asyncio.to_thread(hostile.open_silent_tcp, adapter.port, 3 * CAP)
+        status = (await asyncio.to_thread(client.get, SELECTOR)).status
+        await held.close()
+        return status
+
+    for tls in (True, False, True):
+        assert asyncio.run(flood(tls)) == 200
+        assert client.conn is connection, "the kept-alive connection was closed to make room"
+    assert rejected(client, "evicted") >= 2 * 3 * CAP
+    log = adapter.output()
+    assert "Traceback" not in log and "is used by transport" not in log, log[-3000:]
+
+
 def test_a_slow_request_head_is_cut_at_the_header_timeout(
     adapter: RunningAdapter, client_factory: Callable[..., Client]
 ) -> None:

@@ -40,6 +40,8 @@ def test_event_columns_and_hook(monkeypatch) -> None:  # type: ignore[no-untyped
     lines = demo.render_table(metrics)
     assert "active" in lines[0] and "workers" in lines[0] and "slots busy" in lines[0]
     assert lines[2].split() == ["analyses", "12", "4", "2", "18", "2", "1", "2", "2"]
+    needed = demo.render_table(demo.Metrics.parse(text + 'celery_queue_workers_needed{queue="analyses"} 9\n'))
+    assert needed[0].split()[-1] == "needed" and needed[2].split()[-1] == "9"
     monkeypatch.setattr(demo, "EXTRA_LINES", [lambda m: [f"HPA wants {m.value('celery_queue_length'):g}"]])
     assert demo.extra_lines(metrics) == ["HPA wants 12"]
 
