@@ -25,12 +25,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from adapter.config import ANY_NAMESPACE, BrokerConfig
 from adapter.providers.interface import ExternalValue, MetricNotFound, Unavailable
 from adapter.selectors import Selector
+from lensing_core import catalog
 from lensing_core.brokers import BrokerConfigError, BrokerSnapshot, open_reader
 from lensing_core.poller import BrokerPoller, PollState
 from lensing_sources import events
@@ -221,20 +222,12 @@ class BrokerHealthCollector(Collector):
     def __init__(self, provider: BrokerMetrics) -> None:
         self.provider = provider
 
+    def describe(self) -> Iterator[Metric]:
+        for name in HEALTH_FAMILIES:
+            yield catalog.gauge(name)
+
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "lensing_adapter_broker_up", "1 when the adapter's last read of the broker succeeded.", labels=["broker"]
-        )
-        age = GaugeMetricFamily(
-            "lensing_adapter_broker_read_age_seconds",
-            "Seconds since the adapter's last good read of the broker (above --max-staleness: answers are 503).",
-            labels=["broker"],
-        )
-        events_up = GaugeMetricFamily(
-            "lensing_adapter_events_up",
-            "1 while the adapter is subscribed to the broker's Celery event stream (the running part of the backlog).",
-            labels=["broker"],
-        )
+        up, age, events_up = (catalog.gauge(name) for name in HEALTH_FAMILIES)
         now = self.provider.clock()
         for binding in self.provider.bindings:
             state = binding.poller.state
@@ -246,3 +239,6 @@ class BrokerHealthCollector(Collector):
         yield up
         yield age
         yield events_up
+
+
+HEALTH_FAMILIES = ("lensing_adapter_broker_up", "lensing_adapter_broker_read_age_seconds", "lensing_adapter_events_up")

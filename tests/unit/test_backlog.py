@@ -7,7 +7,7 @@ import time
 import pytest
 
 from lensing_core.brokers import BrokerSnapshot, QueueDepth
-from lensing_sources.backlog import queue_work, workers_needed
+from lensing_sources.backlog import QueueWork, queue_work, workers_needed
 from lensing_sources.events.state import ActiveTask, EventState, RunningSnapshot, StateConfig
 from tests.unit.test_events_state import FakeClock, ev, heartbeat, make, run_task
 
@@ -158,6 +158,8 @@ def test_unplaced_running_task_makes_its_workers_queues_unknown() -> None:
         (9, 4, 0, (3, None)),  # ceil(9 / 4)
         (8, 4, 0, (2, None)),
         (1, 4, 0, (1, None)),
+        (3, 1, 0, (3, None)),  # one slot a worker: a worker a task
+        (3, 0, 0, (None, "no_workers")),  # never a division by a pool size of 0
         (2, 4, 2, (2, None)),  # two workers busy with one task each: never fewer than are busy
         (3, 4, 3, (3, None)),
         (40, 4, 3, (10, None)),
@@ -172,10 +174,61 @@ def test_workers_needed(backlog: int, slots: int | None, busy: int, expected: tu
 
 def test_queue_work_gives_the_workers_needed_with_the_backlog() -> None:
     depth = QueueDepth(waiting=7, inflight=0, unacked_ids=frozenset())
-    snapshot = BrokerSnapshot(queues={"q": depth, "idle": QueueDepth(0, 0, frozenset())}, read_at=100.0, duration=0.01)
+    snapshot = BrokerSnapshot(
+        queues={"q": depth, "idle": QueueDepth(0, 0, unacked_ids=frozenset())}, read_at=100.0, duration=0.01
+    )
     taken = RunningSnapshot(None, {"q": frozenset({"a", "b"})}, {}, {}, {}, {}, {"q": 4, "idle": 4}, {"q": 2})
     work = queue_work(snapshot, taken)
     assert (work["q"].backlog, work["q"].workers_needed, work["q"].needed_unknown) == (9, 3, None)
     assert (work["idle"].workers_needed, work["idle"].needed_unknown) == (0, None)
     down = queue_work(snapshot, RunningSnapshot("events_down", {}, {}, {}))["q"]
     assert (down.workers_needed, down.needed_unknown) == (None, "events_down")
+
+
+def test_every_field_of_an_unknown_queue_and_of_a_broker_without_inflight() -> None:
+    depth = QueueDepth(waiting=5, inflight=2, unacked_ids=frozenset({"a"}))
+    snapshot = BrokerSnapshot(queues={"q": depth}, read_at=100.0, duration=0.01)
+    down = queue_work(snapshot, RunningSnapshot("events_down", {}, {}, {}))["q"]
+    assert down == QueueWork(5, 2, None, None, "events_down", None, "events_down")
+    counts_only = BrokerSnapshot(queues={"q": QueueDepth(waiting=5, inflight=None)}, read_at=100.0, duration=0.01)
+    known = RunningSnapshot(None, {"q": frozenset({"r"})}, {}, {}, {}, {}, {"q": 4}, {"q": 1})
+    assert queue_work(counts_only, known)["q"] == QueueWork(
+        5, None, 1, None, "inflight_unknown", None, "inflight_unknown"
+    )
+
+
+def test_prefetched_and_unstamped_tasks_join_the_union() -> None:
+    # prefetched "p" (task-received, its message already out of the unacked hash for an instant) and running "r"
+    # without a stamp (held before the read, for all we know) both count; "late" was taken after the read began
+    depth = QueueDepth(waiting=3, inflight=0, unacked_ids=frozenset())
+    snapshot = BrokerSnapshot(queues={"q": depth}, read_at=100.5, duration=0.5)
+    running = RunningSnapshot(
+        None,
+        {"q": frozenset({"r", "late"})},
+        {},
+        {},
+        {"q": frozenset({"p"})},
+        {"p": 90.0, "late": 101.0},
+        {"q": 2},
+        {"q": 1},
+    )
+    work = queue_work(snapshot, running)["q"]
+    assert (work.running, work.backlog, work.workers_needed, work.needed_unknown) == (2, 5, 3, None)
+
+
+def test_workers_needed_unknown_while_a_pool_size_is_not_reported() -> None:
+    depth = QueueDepth(waiting=6, inflight=0, unacked_ids=frozenset())
+    snapshot = BrokerSnapshot(queues={"q": depth}, read_at=100.0, duration=0.01)
+    running = RunningSnapshot(None, {}, {}, {}, {}, {}, {"q": None}, {"q": 3})
+    work = queue_work(snapshot, running)["q"]
+    assert (work.backlog, work.workers_needed, work.needed_unknown) == (6, None, "pool_size_unknown")
+    busy_only = RunningSnapshot(None, {}, {}, {}, {}, {}, {"q": 4}, {"q": 3})
+    assert queue_work(snapshot, busy_only)["q"].workers_needed == 3  # ceil(6 / 4) = 2, but 3 workers are busy
+
+
+def test_a_queue_no_worker_consumes_and_every_queue_of_a_broker_without_inflight() -> None:
+    waiting = BrokerSnapshot(queues={"q": QueueDepth(2, 0, unacked_ids=frozenset())}, read_at=100.0, duration=0.01)
+    nobody = RunningSnapshot(None, {}, {}, {}, {}, {}, {}, {})
+    assert queue_work(waiting, nobody)["q"].needed_unknown == "no_workers"
+    two = BrokerSnapshot(queues={"a": QueueDepth(1, None), "b": QueueDepth(2, None)}, read_at=100.0, duration=0.01)
+    assert set(queue_work(two, nobody)) == {"a", "b"}
