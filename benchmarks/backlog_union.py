@@ -72,6 +72,7 @@ from kombu import Connection  # noqa: E402
 from adapter.quantity import parse_quantity  # noqa: E402
 from lensing_core.brokers import BrokerSnapshot, open_reader  # noqa: E402
 from lensing_harness.adapter_process import RunningAdapter, start_adapter, value_path  # noqa: E402
+from lensing_harness.celery_events import task_received_fields  # noqa: E402
 from lensing_sources.backlog import queue_work  # noqa: E402
 from lensing_sources.events.state import EventState, RunningSnapshot, StateConfig  # noqa: E402
 
@@ -181,20 +182,7 @@ def populate_cost(url: str) -> CostSetup:
         starts = ids[: EARLY_ACK_PER_QUEUE + LATE_ACK_RUNNING_PER_QUEUE]  # the acknowledged 10, then 10 unacked
         for n, task_id in enumerate(ids):
             host = hosts[queue][n % WORKERS_PER_QUEUE]
-            apply(
-                host,
-                "task-received",
-                uuid=task_id,
-                name=TASK,
-                args="(1, 30)",
-                kwargs="{}",
-                root_id=task_id,
-                parent_id=None,
-                retries=0,
-                eta=None,
-                expires=None,
-                timestamp=time.time(),
-            )
+            apply(host, "task-received", **task_received_fields(task_id, TASK, "(1, 30)"), timestamp=time.time())
         for n, task_id in enumerate(starts):
             apply(hosts[queue][n % WORKERS_PER_QUEUE], "task-started", uuid=task_id, timestamp=time.time())
             running += 1
@@ -320,18 +308,7 @@ class FakeWorker:
             )
 
     def received(self, task_id: str) -> None:
-        self.send(
-            "task-received",
-            uuid=task_id,
-            name=TASK,
-            args="(1, 30)",
-            kwargs="{}",
-            root_id=task_id,
-            parent_id=None,
-            retries=0,
-            eta=None,
-            expires=None,
-        )
+        self.send("task-received", **task_received_fields(task_id, TASK, "(1, 30)"))
 
     def started(self, task_id: str) -> None:
         self.running.add(task_id)

@@ -55,6 +55,8 @@ sys.path.insert(0, str(REPO))
 import redis  # noqa: E402
 from celery.events import Event  # noqa: E402
 
+from lensing_harness.celery_events import task_received_fields  # noqa: E402
+
 WORKERS_AT_ONCE = 8
 TASKS_PER_POD_GENERATION = 20_000
 HEARTBEAT_EVERY_TASKS = 200
@@ -132,15 +134,7 @@ class StreamMaker:
             self.message(
                 hostname,
                 "task-received",
-                uuid=task_id,
-                name="lensing.analyse_lens",
-                args=f"({i}, 30)",
-                kwargs="{}",
-                root_id=task_id,
-                parent_id=None,
-                retries=0,
-                eta=None,
-                expires=None,
+                **task_received_fields(task_id, "lensing.analyse_lens", f"({i}, 30)"),
                 timestamp=now - 0.2,
             ),
             self.message(hostname, "task-started", uuid=task_id, timestamp=now - 0.1),
