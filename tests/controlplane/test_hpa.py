@@ -199,6 +199,12 @@ def platform(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFacto
         finally:
             for kind, name in (("hpa", WORKER), ("hpa", API_HPA), ("deployment", WORKER), ("deployment", API)):
                 control_plane.kubectl("delete", kind, name, "-n", PLATFORM_NS, "--ignore-not-found", check=False)
+            # no garbage collector runs in the suite's controller manager: the ReplicaSets and pods go by label
+            for component in ("celery-worker", "api"):
+                control_plane.kubectl(
+                    "delete", "replicasets,pods", "-l", f"app=lensing,component={component}", "-n", PLATFORM_NS,
+                    "--ignore-not-found", check=False,
+                )  # fmt: skip
 
 
 def send_burst(broker_url: str, count: int) -> None:
