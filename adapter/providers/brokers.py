@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
@@ -63,9 +63,20 @@ class BrokerBinding:
     events: events.EventSource | None = None
     #: (metric, queue) -> (value, when) of the last computation with a known running part (the poll thread's)
     last_known: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
+    #: (broker read, event-state version, its work): reused while neither moved (a backlog request would
+    #: otherwise rebuild the running snapshot, milliseconds with thousands of tasks held)
+    _last_work: tuple[BrokerSnapshot, Hashable, dict[str, QueueWork]] | None = None
 
     def work(self, snapshot: BrokerSnapshot) -> dict[str, QueueWork]:
-        return queue_work(snapshot, self.events.running() if self.events is not None else None)
+        if self.events is None:
+            return queue_work(snapshot, None)
+        version = self.events.running_version()
+        last = self._last_work
+        if last is not None and last[0] is snapshot and last[1] == version:
+            return last[2]
+        work = queue_work(snapshot, self.events.running())
+        self._last_work = (snapshot, version, work)
+        return work
 
     def remember(self, state: PollState) -> None:
         """Poll listener: keep each queue's last backlog and workers needed computed with a known running part."""

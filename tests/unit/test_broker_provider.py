@@ -36,9 +36,14 @@ class Running:
 
     def __init__(self, snapshot: RunningSnapshot) -> None:
         self.snapshot = snapshot
+        self.calls = 0
 
     def running(self) -> RunningSnapshot:
+        self.calls += 1
         return self.snapshot
+
+    def running_version(self) -> int:
+        return id(self.snapshot)
 
 
 KNOWN = RunningSnapshot(
@@ -311,3 +316,18 @@ def test_readiness_at_the_staleness_boundary_and_with_two_brokers() -> None:
     second, _ = provider(None, config=BrokerConfig(name="batch", url="redis://y"))
     both = BrokerMetrics([*first.bindings, *second.bindings], max_staleness=10.0, clock=lambda: NOW)
     assert both.readiness() == (False, "broker default not read within 10s; broker batch not read within 10s")
+
+
+def test_the_work_is_computed_once_per_broker_read_and_event_state() -> None:
+    metrics, binding = provider(snapshot())
+    running = binding.events
+    assert isinstance(running, Running)
+    for _ in range(3):
+        assert values(ask(metrics, "celery_queue_backlog")) == {"analyses": 9, "cpu": 0}
+        assert values(ask(metrics, "celery_queue_workers_needed")) == {"analyses": 3, "cpu": 0}
+    assert running.calls == 1
+    running.snapshot = RunningSnapshot(None, {}, {}, {}, {}, {}, {"analyses": 4, "cpu": 2}, {})  # the state moved
+    assert values(ask(metrics, "celery_queue_backlog")) == {"analyses": 8, "cpu": 0}
+    binding.poller._state = PollState(True, snapshot(), None, None, NOW)  # a new read
+    ask(metrics, "celery_queue_backlog")
+    assert running.calls == 3
