@@ -274,13 +274,10 @@ def settings_from(args: argparse.Namespace) -> PodCostSettings | None:
         parse_selector(args.worker_pod_selector)
     except SelectorError as exc:
         raise ConfigError(f"--worker-pod-selector {args.worker_pod_selector!r}: {exc}") from None
-    pattern = args.worker_pod_pattern
-    if isinstance(pattern, str):  # the default, as argparse keeps it
-        pattern = pod_pattern(pattern)
     return PodCostSettings(
         args.worker_namespace,
         args.worker_pod_selector,
-        pattern,
+        args.worker_pod_pattern,  # compiled by argparse, the default too
         interval=args.pod_deletion_cost_interval,
         max_patches=args.pod_deletion_cost_max_patches,
     )

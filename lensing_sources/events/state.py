@@ -735,13 +735,12 @@ class EventState:
                         slots_unsure = True  # a worker of queues not known yet: no queue's minimum is sure
                     else:
                         worker_slots[queue] = _smallest(worker_slots.get(queue, NO_WORKER), worker.slots)
-                for queue in {self._task_queue(r, worker) for r in worker.running.values()} - {UNKNOWN, OTHER}:
-                    busy_workers[queue] = busy_workers.get(queue, 0) + 1
             for uuid, record in worker.reserved.items():
                 queue = self._task_queue(record, worker)
                 if queue not in (UNKNOWN, OTHER) and record.state == "received":
                     reserved.setdefault(queue, set()).add(uuid)
                     _stamp_held(held_from, uuid, record, wall_offset)
+            busy_on: set[str] = set()  # the queues this worker runs a task of
             for uuid, record in worker.running.items():
                 _stamp_held(held_from, uuid, record, wall_offset)
                 queue = self._task_queue(record, worker)
@@ -754,12 +753,16 @@ class EventState:
                         unknown[maybe] = "unplaced"
                     continue
                 by_queue.setdefault(queue, set()).add(uuid)
+                busy_on.add(queue)
                 if self.config.learn_acks:
                     flag = worker.acked.get(record.name) if record.name is not None else None
                     if flag is None:
                         unknown.setdefault(queue, "ack_mode_unknown")
                     elif flag:
                         acked[queue] = acked.get(queue, 0) + 1
+            if worker.draining_since is None:  # a draining worker's pod is out of the Deployment's count
+                for queue in busy_on:
+                    busy_workers[queue] = busy_workers.get(queue, 0) + 1
         return RunningSnapshot(
             None,
             {q: frozenset(ids) for q, ids in by_queue.items()},
